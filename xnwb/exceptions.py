@@ -1,0 +1,54 @@
+"""Errors raised by xnwb.
+
+Every class subclasses a builtin exception, so code that already catches
+``ValueError`` or ``OSError`` keeps working, while callers who care can catch
+the specific xnwb error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChunkDecodeError",
+    "ChunkReadError",
+    "NotNWBError",
+    "NotTimeSeriesError",
+    "SeriesNotFoundError",
+    "UnsafeReferenceError",
+    "UnsupportedFilterError",
+    "XnwbError",
+]
+
+
+class XnwbError(Exception):
+    """Base class of every error raised by xnwb."""
+
+
+class NotNWBError(XnwbError, ValueError):
+    """The source is not an HDF5 file, or is HDF5 but not NWB."""
+
+
+class SeriesNotFoundError(XnwbError, KeyError):
+    """No time series at the requested path, or no unambiguous default."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class NotTimeSeriesError(SeriesNotFoundError):
+    """The requested group exists but is not an NWB time series."""
+
+
+class UnsupportedFilterError(XnwbError, NotImplementedError):
+    """An HDF5 filter in a dataset's pipeline that xnwb cannot decode."""
+
+
+class ChunkReadError(XnwbError, OSError):
+    """Fetching the bytes of a chunk failed (missing file, short read, network)."""
+
+
+class ChunkDecodeError(XnwbError, ValueError):
+    """The bytes of a chunk could not be decoded: corrupt data or bad checksum."""
+
+
+class UnsafeReferenceError(XnwbError, ValueError):
+    """A reference points outside the source the user opened."""
