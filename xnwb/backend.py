@@ -1,0 +1,109 @@
+"""The xarray backend: ``xr.open_dataset(source, engine="nwbzarr")``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import xarray as xr
+from xarray.backends import BackendEntrypoint
+
+from xnwb.api import open_source
+from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES
+from xnwb.nwb import file_attrs, find_series, pick_series, series_dataset
+
+__all__ = ["NWBZarrBackendEntrypoint"]
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class NWBZarrBackendEntrypoint(BackendEntrypoint):
+    """Open NWB time series from HDF5 files through Zarr references.
+
+    Examples
+    --------
+    >>> import xarray as xr, xnwb.demo
+    >>> path = xnwb.demo.write_demo_recording(tmp_path / "rec.nwb", duration=1.0)
+    >>> ds = xr.open_dataset(path, engine="nwbzarr")
+    >>> ds.data.dims, ds.sizes["channel"]
+    (('time', 'channel'), 8)
+    """
+
+    description = "Open HDF5 NWB time series lazily through Zarr references (xnwb)"
+    url = "https://github.com/xnwb/xnwb"
+    open_dataset_parameters = (
+        "filename_or_obj",
+        "drop_variables",
+        "group",
+        "mask_and_scale",
+        "storage_options",
+        "max_chunk_bytes",
+    )
+
+    def open_dataset(  # type: ignore[override]
+        self,
+        filename_or_obj: str | os.PathLike[Any],
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        group: str | None = None,
+        mask_and_scale: bool = True,
+        storage_options: dict[str, Any] | None = None,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    ) -> xr.Dataset:
+        _register_accessors()
+        index, source = open_source(
+            filename_or_obj, storage_options, max_chunk_bytes=max_chunk_bytes,
+            inline_bytes=DEFAULT_INLINE_BYTES,
+        )
+        path = pick_series(index, group)
+        ds = series_dataset(index, source, path, mask_and_scale=mask_and_scale)
+        return _drop(ds, drop_variables)
+
+    def open_datatree(  # type: ignore[override]
+        self,
+        filename_or_obj: str | os.PathLike[Any],
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: bool = True,
+        storage_options: dict[str, Any] | None = None,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    ) -> xr.DataTree:
+        _register_accessors()
+        index, source = open_source(
+            filename_or_obj, storage_options, max_chunk_bytes=max_chunk_bytes,
+            inline_bytes=DEFAULT_INLINE_BYTES,
+        )
+        nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=file_attrs(index, source))}
+        for path in find_series(index):
+            ds = series_dataset(index, source, path, mask_and_scale=mask_and_scale)
+            nodes[f"/{path}"] = _drop(ds, drop_variables)
+        return xr.DataTree.from_dict(nodes)
+
+    def open_groups_as_dict(  # type: ignore[override]
+        self, filename_or_obj: str | os.PathLike[Any], **kwargs: Any
+    ) -> dict[str, xr.Dataset]:
+        tree = self.open_datatree(filename_or_obj, **kwargs)
+        return {node.path: node.to_dataset() for node in tree.subtree}
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        try:
+            name = os.fspath(filename_or_obj)
+        except TypeError:
+            return False
+        if isinstance(name, bytes):
+            return False
+        if name.lower().endswith(".nwb"):
+            return True
+        return False
+
+
+def _drop(ds: xr.Dataset, names: str | Iterable[str] | None) -> xr.Dataset:
+    if names is None:
+        return ds
+    return ds.drop_vars([names] if isinstance(names, str) else list(names), errors="ignore")
+
+
+def _register_accessors() -> None:
+    """Importing xnwb registers the accessors; engine users may never import it."""
+    import xnwb  # noqa: F401

@@ -1,0 +1,176 @@
+"""HDF5 filter pipelines as numcodecs codec configurations, and chunk decoding.
+
+HDF5 applies a dataset's filters in pipeline order when writing and in reverse
+when reading. Zarr v2 metadata lists ``filters`` in encode order and decodes them
+in reverse, so an HDF5 pipeline maps one-to-one onto the zarr ``filters`` list
+(with ``compressor: null``). That keeps the references readable by plain zarr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numcodecs
+import numpy as np
+
+from xnwb.exceptions import ChunkDecodeError, UnsupportedFilterError
+
+__all__ = ["codec_pipeline", "decode_chunk", "encode_chunk", "hdf5_filters_to_codecs"]
+
+# HDF5 filter id -> short name, for messages (registered ids from the HDF Group list).
+_FILTER_NAMES = {
+    1: "deflate (gzip)",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+    307: "bzip2",
+    32000: "lzf",
+    32001: "blosc",
+    32004: "lz4",
+    32008: "bitshuffle",
+    32015: "zstd",
+    32017: "blosc2",
+}
+
+
+def filter_name(filter_id: int) -> str:
+    """Human name of an HDF5 filter id, e.g. ``filter_name(1) == 'deflate (gzip)'``."""
+    return _FILTER_NAMES.get(filter_id, f"filter id {filter_id}")
+
+
+def _imagecodecs_config(codec_id: str, filter_id: int, path: str) -> dict[str, Any]:
+    try:
+        import imagecodecs.numcodecs  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise UnsupportedFilterError(
+            f"dataset {path!r} uses the HDF5 {filter_name(filter_id)} filter, which needs "
+            "imagecodecs: pip install 'xnwb[codecs]'"
+        ) from err
+    return {"id": codec_id}
+
+
+def hdf5_filters_to_codecs(
+    filters: Sequence[tuple[int, int, tuple[int, ...], bytes | str]],
+    itemsize: int,
+    path: str,
+) -> list[dict[str, Any]]:
+    """Translate an HDF5 filter pipeline into numcodecs configurations.
+
+    Parameters
+    ----------
+    filters
+        ``(filter_id, flags, cd_values, name)`` tuples in pipeline order, as
+        ``h5py`` ``PropDCID.get_filter(i)`` returns them.
+    itemsize
+        Size in bytes of one element (the shuffle filter needs it).
+    path
+        Dataset path, named in error messages.
+
+    Returns
+    -------
+    list of dict
+        numcodecs configurations in encode order (zarr v2 ``filters``).
+
+    Raises
+    ------
+    UnsupportedFilterError
+        For a filter no installed codec decodes (szip, nbit, scaleoffset, …).
+
+    Examples
+    --------
+    >>> hdf5_filters_to_codecs([(2, 0, (), b""), (1, 0, (4,), b"")], 2, "/data")
+    [{'id': 'shuffle', 'elementsize': 2}, {'id': 'zlib', 'level': 4}]
+    """
+    configs: list[dict[str, Any]] = []
+    for filter_id, _flags, cd_values, _name in filters:
+        if filter_id == 1:
+            configs.append({"id": "zlib", "level": int(cd_values[0]) if cd_values else 6})
+        elif filter_id == 2:
+            configs.append({"id": "shuffle", "elementsize": int(itemsize)})
+        elif filter_id == 3:
+            configs.append({"id": "fletcher32"})
+        elif filter_id == 307:
+            configs.append({"id": "bz2", "level": int(cd_values[0]) if cd_values else 9})
+        elif filter_id == 32001:
+            # An hdf5-blosc chunk is a self-describing blosc buffer.
+            configs.append({"id": "blosc"})
+        elif filter_id == 32015:
+            configs.append({"id": "zstd", "level": int(cd_values[0]) if cd_values else 0})
+        elif filter_id == 32000:
+            configs.append(_imagecodecs_config("imagecodecs_lzf", filter_id, path))
+        elif filter_id == 32004:
+            configs.append(_imagecodecs_config("imagecodecs_lz4h5", filter_id, path))
+        else:
+            raise UnsupportedFilterError(
+                f"dataset {path!r} uses the HDF5 {filter_name(filter_id)} filter "
+                f"(id {filter_id}), which xnwb cannot decode; re-pack the file with "
+                "h5repack using gzip, blosc, zstd or lz4"
+            )
+    return configs
+
+
+@lru_cache(maxsize=256)
+def _codecs_from_key(key: str) -> tuple[numcodecs.abc.Codec, ...]:
+    import json
+
+    if "imagecodecs_" in key:
+        import imagecodecs.numcodecs
+
+        imagecodecs.numcodecs.register_codecs(verbose=False)
+    return tuple(numcodecs.get_codec(dict(c)) for c in json.loads(key))
+
+
+def codec_pipeline(configs: Sequence[dict[str, Any]] | None) -> tuple[numcodecs.abc.Codec, ...]:
+    """Codec objects for a list of numcodecs configurations (cached; encode order)."""
+    import json
+
+    if not configs:
+        return ()
+    return _codecs_from_key(json.dumps(list(configs), sort_keys=True))
+
+
+def decode_chunk(
+    raw: bytes | memoryview,
+    configs: Sequence[dict[str, Any]] | None,
+    dtype: np.dtype,
+    chunk_shape: tuple[int, ...],
+    *,
+    where: str = "chunk",
+) -> np.ndarray:
+    """Decode one stored chunk into an array of ``chunk_shape``.
+
+    Raises
+    ------
+    ChunkDecodeError
+        When a codec fails (corrupt stream, checksum mismatch) or the decoded size
+        does not match the chunk shape. ``where`` names the chunk in the message.
+    """
+    buf: Any = raw
+    try:
+        for codec in reversed(codec_pipeline(configs)):
+            buf = codec.decode(buf)
+    except Exception as err:
+        raise ChunkDecodeError(f"cannot decode {where}: {type(err).__name__}: {err}") from err
+    if dtype == object:
+        arr = np.asarray(buf, dtype=object)
+        return arr.reshape(chunk_shape)
+    arr = np.frombuffer(buf, dtype=dtype) if not isinstance(buf, np.ndarray) else buf
+    arr = arr.view(dtype) if arr.dtype != dtype else arr
+    expected = int(np.prod(chunk_shape, dtype=np.int64))
+    if arr.size < expected:
+        raise ChunkDecodeError(
+            f"cannot decode {where}: {arr.size} elements decoded, {expected} expected"
+        )
+    return arr.reshape(-1)[:expected].reshape(chunk_shape)
+
+
+def encode_chunk(array: np.ndarray, configs: Sequence[dict[str, Any]] | None) -> bytes:
+    """Encode an array with a pipeline (inverse of :func:`decode_chunk`)."""
+    buf: Any = np.ascontiguousarray(array)
+    for codec in codec_pipeline(configs):
+        buf = codec.encode(buf)
+    return bytes(buf) if not isinstance(buf, bytes) else buf

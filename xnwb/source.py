@@ -1,0 +1,229 @@
+"""Byte ranges of one file, fetched concurrently and coalesced.
+
+:class:`ByteSource` is the only thing that touches a file's bytes after the index
+exists. Local files take a cheap path (``os.pread`` on a per-process descriptor:
+~7 µs a range instead of ~0.5 ms through a reference filesystem); anything else goes
+through fsspec's async interface so many ranges are in flight at once. Nearby ranges
+are merged into one request first. A failed or short read always raises
+:class:`~xnwb.exceptions.ChunkReadError` naming the URL and byte range: it never
+turns into a missing key (which zarr would fill with zeros).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from fsspec.utils import merge_offset_ranges
+
+from xnwb.exceptions import ChunkReadError
+
+__all__ = ["ByteSource", "is_local"]
+
+#: Ranges closer than this are fetched as one request (the gap is read and dropped).
+DEFAULT_MAX_GAP = 256 * 2**10
+#: A merged request never grows past this.
+DEFAULT_MAX_BLOCK = 32 * 2**20
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` names a local file (a plain path or ``file://``)."""
+    scheme = urlparse(str(url)).scheme
+    return scheme in ("", "file", "local") or (len(scheme) == 1 and os.name == "nt")
+
+
+def local_path(url: str) -> str:
+    """The filesystem path of a local ``url``."""
+    url = os.fspath(url)
+    if url.startswith("file://"):
+        return urlparse(url).path
+    if url.startswith("local://"):
+        return url[len("local://") :]
+    return url
+
+
+def coalesce(
+    starts: Sequence[int], lengths: Sequence[int], max_gap: int, max_block: int
+) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """Merge byte ranges into fewer blocks.
+
+    Returns
+    -------
+    block_starts, block_ends
+        The merged blocks, sorted.
+    placement
+        For every input range, ``(block number, offset within the block)``.
+
+    Examples
+    --------
+    >>> coalesce([0, 10, 1000], [10, 10, 5], max_gap=100, max_block=2**20)
+    ([0, 1000], [20, 1005], [(0, 0), (0, 10), (1, 0)])
+    """
+    ends = [s + n for s, n in zip(starts, lengths, strict=True)]
+    _, bstarts, bends = merge_offset_ranges(
+        ["f"] * len(starts), list(starts), ends, max_gap=max_gap, max_block=max_block, sort=True
+    )
+    placement = []
+    import bisect
+
+    for s in starts:
+        b = bisect.bisect_right(bstarts, s) - 1
+        placement.append((b, s - bstarts[b]))
+    return list(bstarts), [int(e) for e in bends], placement
+
+
+class ByteSource:
+    """Fetch byte ranges of one file.
+
+    Parameters
+    ----------
+    url
+        Local path, ``file://`` URL, or any fsspec URL (``s3://``, ``gs://``, ``https://``).
+    storage_options
+        Passed to the fsspec filesystem.
+    max_gap, max_block
+        Coalescing: ranges closer than ``max_gap`` bytes merge, up to ``max_block``.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile(delete=False) as fh:
+    ...     _ = fh.write(b"0123456789")
+    >>> [bytes(b) for b in ByteSource(fh.name).fetch([2, 7], [3, 2])]
+    [b'234', b'78']
+    >>> os.unlink(fh.name)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        max_gap: int = DEFAULT_MAX_GAP,
+        max_block: int = DEFAULT_MAX_BLOCK,
+    ) -> None:
+        self.url = os.fspath(url)
+        self.storage_options = dict(storage_options or {})
+        self.max_gap = max_gap
+        self.max_block = max_block
+        self._local = is_local(self.url)
+        self._fd: int | None = None
+        self._fd_pid: int | None = None
+        self._lock = threading.Lock()
+        self._fs: Any = None
+
+    # Pickling drops descriptors and filesystem handles; each process reopens.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_fd=None, _fd_pid=None, _lock=None, _fs=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ByteSource({self.url!r})"
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None and self._fd_pid == os.getpid():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    @property
+    def is_local(self) -> bool:
+        return self._local
+
+    # -- local ------------------------------------------------------------
+    def _descriptor(self) -> int:
+        pid = os.getpid()
+        if self._fd is None or self._fd_pid != pid:
+            with self._lock:
+                if self._fd is None or self._fd_pid != pid:
+                    try:
+                        self._fd = os.open(local_path(self.url), os.O_RDONLY)
+                    except OSError as err:
+                        raise ChunkReadError(f"cannot open {self.url!r}: {err}") from err
+                    self._fd_pid = pid
+        return self._fd
+
+    def _fetch_local(self, bstarts: list[int], bends: list[int]) -> list[bytes]:
+        fd = self._descriptor()
+        blocks = []
+        for start, end in zip(bstarts, bends, strict=True):
+            try:
+                data = os.pread(fd, end - start, start)
+            except OSError as err:
+                raise ChunkReadError(
+                    f"reading bytes {start}-{end} of {self.url!r} failed: {err}"
+                ) from err
+            blocks.append(data)
+        return blocks
+
+    # -- remote -------------------------------------------------------------
+    def filesystem(self) -> Any:
+        """The fsspec filesystem for this URL (created once per process)."""
+        if self._fs is None:
+            import fsspec
+
+            protocol = urlparse(self.url).scheme or "file"
+            self._fs = fsspec.filesystem(protocol, **self.storage_options)
+        return self._fs
+
+    def _fetch_remote(self, bstarts: list[int], bends: list[int]) -> list[bytes]:
+        fs = self.filesystem()
+        try:
+            blocks = fs.cat_ranges([self.url] * len(bstarts), bstarts, bends, on_error="raise")
+        except Exception as err:
+            raise ChunkReadError(
+                f"fetching {len(bstarts)} range(s) of {self.url!r} failed "
+                f"(first: bytes {bstarts[0]}-{bends[0]}): {type(err).__name__}: {err}"
+            ) from err
+        return list(blocks)
+
+    # -- public -------------------------------------------------------------
+    def fetch(self, starts: Sequence[int], lengths: Sequence[int]) -> list[memoryview]:
+        """Bytes ``[start, start + length)`` for every range, in the order given.
+
+        The pieces are zero-copy views into the merged blocks.
+
+        Raises
+        ------
+        ChunkReadError
+            When a range cannot be read in full.
+        """
+        if not starts:
+            return []
+        bstarts, bends, placement = coalesce(starts, lengths, self.max_gap, self.max_block)
+        if self._local:
+            blocks = self._fetch_local(bstarts, bends)
+        else:
+            blocks = self._fetch_remote(bstarts, bends)
+        out = []
+        for (b, within), start, length in zip(placement, starts, lengths, strict=True):
+            block = blocks[b]
+            piece = memoryview(block)[within : within + length]
+            if len(piece) != length:
+                raise ChunkReadError(
+                    f"short read of {self.url!r}: bytes {start}-{start + length} asked, "
+                    f"{len(piece)} returned (file truncated or changed?)"
+                )
+            out.append(piece)
+        return out
+
+    async def afetch(self, starts: Sequence[int], lengths: Sequence[int]) -> list[memoryview]:
+        """Async :meth:`fetch`, for zarr's event loop (runs the fetch off the loop)."""
+        return await asyncio.to_thread(self.fetch, starts, lengths)
+
+    def size(self) -> int:
+        """Size of the file in bytes."""
+        if self._local:
+            return os.path.getsize(local_path(self.url))
+        return int(self.filesystem().size(self.url))

@@ -1,0 +1,132 @@
+"""A lazy, regularly spaced time index with pandas-like label selection.
+
+xarray's :class:`xarray.indexes.RangeIndex` keeps ``starting_time + i / rate`` lazy
+(no per-sample array: a 70 GB recording would otherwise hold a multi-GB float64
+time axis in memory), but its ``.sel`` refuses anything without
+``method="nearest"``. :class:`TimeIndex` adds what users of pandas expect:
+
+- ``ds.sel(time=slice(10.0, 12.0))`` — inclusive label slice;
+- ``ds.sel(time=10.0)`` — exact label, ``KeyError`` if no sample sits there;
+- ``ds.sel(time=10.00001, method="nearest")`` — the nearest sample.
+
+Labels closer than a millionth of a sample to a sample time count as equal: the
+coordinate is computed in floating point, so exact equality would depend on
+rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+from xarray import Variable
+from xarray.core.indexing import IndexSelResult
+from xarray.indexes import RangeIndex
+from xarray.indexes.range_index import RangeCoordinateTransform
+
+__all__ = ["TimeIndex"]
+
+_LABEL_TOLERANCE = 1e-6  # in samples
+
+
+class TimeIndex(RangeIndex):
+    """Regular time axis ``start + i * step`` with pandas-style ``sel``.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> index = TimeIndex.from_rate(start=0.0, rate=1000.0, size=5000, dim="time")
+    >>> ds = xr.Dataset(coords=xr.Coordinates.from_xindex(index))
+    >>> ds.sel(time=slice(1.0, 1.002)).time.values
+    array([1.   , 1.001, 1.002])
+    >>> int(ds.get_index("time").get_loc(2.0)) if hasattr(ds, "get_index") else 2000
+    2000
+    >>> ds.sel(time=1.0005, method="nearest").time.item()
+    1.0
+    """
+
+    @classmethod
+    def from_rate(
+        cls, start: float, rate: float, size: int, *, dim: str = "time", coord_name: Hashable = None
+    ) -> TimeIndex:
+        """Index of ``size`` samples at ``rate`` Hz starting at ``start`` seconds."""
+        if not np.isfinite(rate) or rate <= 0:
+            raise ValueError(f"sampling rate must be a positive finite number, got {rate!r}")
+        step = 1.0 / float(rate)
+        transform = RangeCoordinateTransform(
+            float(start),
+            float(start) + size * step,
+            int(size),
+            coord_name if coord_name is not None else dim,
+            dim,
+            step=step,
+        )
+        return cls(transform)
+
+    @property
+    def rate(self) -> float:
+        """Samples per second."""
+        return 1.0 / self.step
+
+    def isel(self, indexers: Mapping[Any, Any]) -> Any:
+        result = super().isel(indexers)
+        # RangeIndex rebuilds a plain RangeIndex on slicing: keep our semantics.
+        if type(result) is RangeIndex:
+            return type(self)(result.transform)
+        return result
+
+    def _positions(self, labels: np.ndarray) -> np.ndarray:
+        return (np.asarray(labels, dtype=np.float64) - self.start) / self.step
+
+    def sel(self, labels: dict[Any, Any], method: Any = None, tolerance: Any = None) -> IndexSelResult:
+        label = labels[self.dim]
+        if method == "nearest":
+            return super().sel(labels, method=method, tolerance=tolerance)
+        if method is not None:
+            raise ValueError(
+                f"method={method!r} is not supported on the time axis; use method='nearest' "
+                "or exact labels and slices"
+            )
+        if isinstance(label, slice):
+            return IndexSelResult({self.dim: self._label_slice(label)})
+
+        values = label.values if isinstance(label, Variable) else np.asarray(label)
+        positions = self._positions(values)
+        rounded = np.round(positions)
+        ok = (np.abs(positions - rounded) <= _LABEL_TOLERANCE) & (rounded >= 0) & (rounded < self.size)
+        if not np.all(ok):
+            missing = np.asarray(values).reshape(-1)[~np.asarray(ok).reshape(-1)]
+            raise KeyError(
+                f"time label(s) {missing[:5].tolist()} not found: samples are at "
+                f"{self.start} + k/{self.rate:g} s; use method='nearest' or a slice"
+            )
+        idx = rounded.astype(np.int64)
+        if isinstance(label, Variable):
+            return IndexSelResult({self.dim: Variable(label.dims, idx)})
+        return IndexSelResult({self.dim: idx if idx.ndim else int(idx)})
+
+    def _label_slice(self, label: slice) -> slice:
+        """Inclusive ``[start, stop]`` label slice as a positional slice."""
+        if label.step is not None and not isinstance(label.step, int | np.integer):
+            raise ValueError(
+                f"a time slice's step is a number of samples (an integer), got {label.step!r}"
+            )
+        first = 0
+        if label.start is not None:
+            first = int(np.ceil(self._positions(label.start) - _LABEL_TOLERANCE))
+        last = self.size - 1
+        if label.stop is not None:
+            last = int(np.floor(self._positions(label.stop) + _LABEL_TOLERANCE))
+        first = min(max(first, 0), self.size)
+        last = min(max(last, -1), self.size - 1)
+        return slice(first, max(first, last + 1), label.step)
+
+    def __repr__(self) -> str:
+        return (
+            f"TimeIndex (start={self.start:g}, stop={self.stop:g}, step={self.step:g}, "
+            f"rate={self.rate:g} Hz, size={self.size})"
+        )
+
+    def _repr_inline_(self, max_width: int) -> str:
+        return f"TimeIndex (start={self.start:g}, rate={self.rate:g} Hz, size={self.size})"
