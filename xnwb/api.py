@@ -105,6 +105,15 @@ def list_series(
     """
     index, byte_source = open_source(source, storage_options)
     rows = [series_summary(index, byte_source, p) for p in find_series(index)]
-    columns = ["path", "neurodata_type", "shape", "dtype", "rate", "duration", "chunks",
-               "compression", "stored_bytes"]
+    columns = [
+        "path",
+        "neurodata_type",
+        "shape",
+        "dtype",
+        "rate",
+        "duration",
+        "chunks",
+        "compression",
+        "stored_bytes",
+    ]
     return pd.DataFrame(rows, columns=columns).set_index("path")

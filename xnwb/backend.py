@@ -53,7 +53,9 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
     ) -> xr.Dataset:
         _register_accessors()
         index, source = open_source(
-            filename_or_obj, storage_options, max_chunk_bytes=max_chunk_bytes,
+            filename_or_obj,
+            storage_options,
+            max_chunk_bytes=max_chunk_bytes,
             inline_bytes=DEFAULT_INLINE_BYTES,
         )
         path = pick_series(index, group)
@@ -71,7 +73,9 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
     ) -> xr.DataTree:
         _register_accessors()
         index, source = open_source(
-            filename_or_obj, storage_options, max_chunk_bytes=max_chunk_bytes,
+            filename_or_obj,
+            storage_options,
+            max_chunk_bytes=max_chunk_bytes,
             inline_bytes=DEFAULT_INLINE_BYTES,
         )
         nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=file_attrs(index, source))}

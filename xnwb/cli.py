@@ -25,7 +25,9 @@ def _demo(args: argparse.Namespace) -> int:
     path = os.path.join(out_dir, "demo.nwb")
     tic = time.perf_counter()
     write_demo_recording(path, duration=args.duration, n_channels=args.channels)
-    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB) in {time.perf_counter() - tic:.1f} s")
+    print(
+        f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB) in {time.perf_counter() - tic:.1f} s"
+    )
     print()
     print(xnwb.list_series(path).to_string())
     print()

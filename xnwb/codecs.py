@@ -101,7 +101,10 @@ def hdf5_filters_to_codecs(
         elif filter_id == 32015:
             configs.append({"id": "zstd", "level": int(cd_values[0]) if cd_values else 0})
         elif filter_id == 32000:
-            configs.append(_imagecodecs_config("imagecodecs_lzf", filter_id, path))
+            # HDF5's LZF chunks carry no size header; decode_chunk supplies the size.
+            configs.append(
+                {**_imagecodecs_config("imagecodecs_lzf", filter_id, path), "header": False}
+            )
         elif filter_id == 32004:
             configs.append(_imagecodecs_config("imagecodecs_lz4h5", filter_id, path))
         else:
@@ -111,6 +114,10 @@ def hdf5_filters_to_codecs(
                 "h5repack using gzip, blosc, zstd or lz4"
             )
     return configs
+
+
+# Codecs whose streams do not record the decoded size.
+_NEEDS_OUTPUT_SIZE = frozenset({"imagecodecs_lzf"})
 
 
 @lru_cache(maxsize=256)
@@ -150,12 +157,16 @@ def decode_chunk(
         does not match the chunk shape. ``where`` names the chunk in the message.
     """
     buf: Any = raw
+    nbytes = int(np.prod(chunk_shape, dtype=np.int64)) * dtype.itemsize
     try:
         for codec in reversed(codec_pipeline(configs)):
-            buf = codec.decode(buf)
+            if codec.codec_id in _NEEDS_OUTPUT_SIZE:
+                buf = codec.decode(buf, out=np.empty(nbytes, dtype=np.uint8))
+            else:
+                buf = codec.decode(buf)
     except Exception as err:
         raise ChunkDecodeError(f"cannot decode {where}: {type(err).__name__}: {err}") from err
-    if dtype == object:
+    if dtype.kind == "O":
         arr = np.asarray(buf, dtype=object)
         return arr.reshape(chunk_shape)
     arr = np.frombuffer(buf, dtype=dtype) if not isinstance(buf, np.ndarray) else buf

@@ -6,7 +6,7 @@ Needs ``pynwb`` (``pip install 'xnwb[demo]'``).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,7 @@ def write_demo_recording(
     nwbfile = NWBFile(
         session_description="xnwb demo recording",
         identifier="xnwb-demo",
-        session_start_time=datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc),
+        session_start_time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
     )
     device = nwbfile.create_device(name="probe")
     group = nwbfile.create_electrode_group(
@@ -95,7 +95,7 @@ def write_demo_recording(
         nwbfile.add_electrode(group=group, location="CA1", x=0.0, y=20.0 * i, z=0.0)
     region = nwbfile.create_electrode_table_region(list(range(n_channels)), "all electrodes")
 
-    n_times = int(round(duration * rate))
+    n_times = round(duration * rate)
     volts = demo_signal(n_times, n_channels, rate, seed)
     counts = np.clip(np.round(volts / conversion), -32768, 32767).astype(np.int16)
     if compression is None:
@@ -115,7 +115,7 @@ def write_demo_recording(
         )
     )
     if lfp_rate is not None:
-        step = max(1, int(round(rate / lfp_rate)))
+        step = max(1, round(rate / lfp_rate))
         lfp_data = volts[::step].astype(np.float32)
         module = nwbfile.create_processing_module("ecephys", "processed ephys")
         module.add(

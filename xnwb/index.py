@@ -185,7 +185,10 @@ def _index_dataset(
         raise _Skip(f"dtype {dtype} is not indexed")
 
     nbytes = int(np.prod(ds.shape, dtype=np.int64)) * dtype.itemsize
-    if ds.shape == () or nbytes <= inline_bytes or layout == h5py.h5d.COMPACT:
+    # Sample data (NWB's ``data``) stay by reference however small, so opening
+    # reads none of them and the HDF5 chunking survives as preferred chunks.
+    small = nbytes <= inline_bytes and name.rsplit("/", 1)[-1] != "data"
+    if ds.shape == () or small or layout == h5py.h5d.COMPACT:
         return _inline_numeric(ds, attrs)
 
     fill = ds.fillvalue
@@ -242,7 +245,9 @@ def _inline_objects(
     if h5py.check_ref_dtype(ds.dtype):
         values = ["/" + _ref_name(h5file, r) if r else "" for r in flat]
     else:
-        values = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in flat]
+        values = [
+            v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in flat
+        ]
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
     shape = tuple(ds.shape)
@@ -420,7 +425,9 @@ def _inline_masked_chunk(
     configs = hdf5_filters_to_codecs(applied, ds.dtype.itemsize, "/" + name)
     from xnwb.codecs import decode_chunk
 
-    array = decode_chunk(raw, configs, ds.dtype, tuple(ds.chunks), where=f"chunk {offset} of {name!r}")
+    array = decode_chunk(
+        raw, configs, ds.dtype, tuple(ds.chunks), where=f"chunk {offset} of {name!r}"
+    )
     index = tuple(o // c for o, c in zip(offset, ds.chunks, strict=True))
     ref.inline[index] = encode_chunk(array, ref.filters)
     ref.offsets[index] = -1
@@ -442,7 +449,9 @@ def _split_unfiltered(ref: ArrayRef, max_chunk_bytes: int) -> None:
     if np.any(old_lengths[old_offsets >= 0] != ref.chunk_nbytes):
         return  # an unexpected stored size: keep whole chunks
     new_grid = (old_offsets.shape[0] * per_chunk, *old_offsets.shape[1:])
-    step = np.arange(per_chunk, dtype=np.int64).reshape((1, per_chunk) + (1,) * (old_offsets.ndim - 1))
+    step = np.arange(per_chunk, dtype=np.int64).reshape(
+        (1, per_chunk) + (1,) * (old_offsets.ndim - 1)
+    )
     expanded = old_offsets[:, None, ...] + step * rows * row_bytes
     expanded = np.where(old_offsets[:, None, ...] >= 0, expanded, -1)
     offsets = expanded.reshape(new_grid)[:n_rows_total]

@@ -97,7 +97,9 @@ def pick_series(index: ReferenceIndex, group: str | None) -> str:
         if path.endswith("/data") and path[: -len("/data")] in candidates:
             return path[: -len("/data")]
         if path in index.groups or path in index.arrays:
-            kind = index.attrs(path).get("neurodata_type", "a dataset" if path in index.arrays else "a group")
+            kind = index.attrs(path).get(
+                "neurodata_type", "a dataset" if path in index.arrays else "a group"
+            )
             raise NotTimeSeriesError(
                 f"group {group!r} is not a time series ({kind}); series in this file: {listing}"
             )
@@ -118,7 +120,9 @@ def pick_series(index: ReferenceIndex, group: str | None) -> str:
         if acquired
         else "no ElectricalSeries in acquisition"
     )
-    raise SeriesNotFoundError(f"pick a series with group=...: {why}; series in this file: {listing}")
+    raise SeriesNotFoundError(
+        f"pick a series with group=...: {why}; series in this file: {listing}"
+    )
 
 
 @dataclass
@@ -138,8 +142,11 @@ def _time_axis(index: ReferenceIndex, source: ByteSource, path: str, n: int, loa
         return _Time(float(rate), start, None)
     ts_ref = index.arrays[f"{path}/timestamps"]
     if ts_ref.shape[0] != n:
+        external = ""
+        if f"{path}/external_file" in index.arrays:
+            external = " (its samples live in the external files named by 'external_file')"
         raise NotTimeSeriesError(
-            f"series {path!r}: timestamps has {ts_ref.shape[0]} entries for {n} samples"
+            f"series {path!r}: timestamps has {ts_ref.shape[0]} entries for {n} samples{external}"
         )
     stamps = read_array(ts_ref, source, f"{path}/timestamps") if load else None
     return _Time(None, float("nan"), None if stamps is None else np.asarray(stamps, np.float64))
@@ -320,12 +327,18 @@ def series_dataset(
     if time.rate is not None:
         attrs["rate"] = time.rate
         attrs["starting_time"] = time.start
-        coords = xr.Coordinates.from_xindex(TimeIndex.from_rate(time.start, time.rate, n, dim="time"))
+        coords = xr.Coordinates.from_xindex(
+            TimeIndex.from_rate(time.start, time.rate, n, dim="time")
+        )
     else:
         coords = xr.Coordinates({"time": ("time", time.timestamps)})
     coords["time"].attrs.update(units="s", long_name="time")
 
-    var_attrs = {k: v for k, v in attrs.items() if k in ("unit", "conversion", "offset", "resolution", "rate", "series")}
+    var_attrs = {
+        k: v
+        for k, v in attrs.items()
+        if k in ("unit", "conversion", "offset", "resolution", "rate", "series")
+    }
     backend = ReferenceBackendArray(
         data_ref,
         source,

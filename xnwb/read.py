@@ -101,9 +101,7 @@ def read_selection(
     key = tuple(key) + (slice(None),) * (len(ref.shape) - len(key))
     drop = tuple(i for i, k in enumerate(key) if isinstance(k, int | np.integer))
     norm = [np.asarray([k]) if isinstance(k, int | np.integer) else k for k in key]
-    per_dim = [
-        _dim_selection(k, s, c) for k, s, c in zip(norm, ref.shape, ref.chunks, strict=True)
-    ]
+    per_dim = [_dim_selection(k, s, c) for k, s, c in zip(norm, ref.shape, ref.chunks, strict=True)]
     out_shape = tuple(n for _, n in per_dim)
     fill = ref.fill_value if ref.fill_value is not None else (0 if ref.dtype != object else "")
     out = np.empty(out_shape, dtype=ref.dtype)
@@ -161,7 +159,11 @@ def _ix(parts: tuple[slice | np.ndarray, ...]) -> tuple[slice | np.ndarray, ...]
             shape[axis] = p.size
             out.append(p.reshape(shape))
         else:
-            out.append(np.arange(p.start, p.stop, p.step or 1).reshape([-1 if i == axis else 1 for i in range(ndim)]))
+            out.append(
+                np.arange(p.start, p.stop, p.step or 1).reshape(
+                    [-1 if i == axis else 1 for i in range(ndim)]
+                )
+            )
     return tuple(out)
 
 

@@ -195,7 +195,8 @@ class ReferenceIndex:
             refs[f"{path}/.zarray"] = _json_dumps(arr.zarray())
             attrs = dict(arr.attrs)
             attrs.setdefault(
-                "_ARRAY_DIMENSIONS", [f"{path.replace('/', '_')}_dim_{i}" for i in range(len(arr.shape))]
+                "_ARRAY_DIMENSIONS",
+                [f"{path.replace('/', '_')}_dim_{i}" for i in range(len(arr.shape))],
             )
             refs[f"{path}/.zattrs"] = _json_dumps(attrs)
             if arr.problem is not None or not chunks:
@@ -257,7 +258,7 @@ class ReferenceIndex:
         UnsafeReferenceError
             For references to other sources, templates, or malformed entries.
         """
-        if "templates" in refs and refs["templates"]:
+        if refs.get("templates"):
             raise UnsafeReferenceError("reference files with templates are not accepted")
         version = refs.get("version", 0)
         table: dict[str, Any] = refs.get("refs", refs) if version == 1 else refs
@@ -354,7 +355,7 @@ def _array_from_meta(
         dtype = np.dtype(dtype_str)
     if meta.get("order", "C") != "C":
         raise UnsafeReferenceError(f"{path!r}: Fortran-ordered chunks are not supported")
-    if dtype == object:
+    if dtype.kind == "O":
         # vlen strings are only ever inlined; keep their codec for decoding.
         filters = filters or [{"id": "vlen-utf8"}]
     grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))

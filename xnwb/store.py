@@ -134,7 +134,9 @@ class ReferenceStore(Store):
         if arr is None or arr.problem or not _CHUNK_KEY.match(leaf) or not arr.shape:
             return None
         index = tuple(int(i) for i in leaf.split("."))
-        if len(index) != len(arr.shape) or any(i >= g for i, g in zip(index, arr.grid, strict=True)):
+        if len(index) != len(arr.shape) or any(
+            i >= g for i, g in zip(index, arr.grid, strict=True)
+        ):
             return None
         if index in arr.inline or arr.offsets[index] < 0:
             return None
@@ -147,9 +149,10 @@ class ReferenceStore(Store):
         arr = self.index.arrays.get(parent)
         if arr is None or not _CHUNK_KEY.match(leaf):
             return False
-        return self._locate(key) is not None or (
-            tuple(int(i) for i in leaf.split(".")) if arr.shape else ()
-        ) in arr.inline
+        return (
+            self._locate(key) is not None
+            or (tuple(int(i) for i in leaf.split(".")) if arr.shape else ()) in arr.inline
+        )
 
     # -- listing ------------------------------------------------------------
     def _all_keys(self) -> list[str]:

@@ -79,7 +79,9 @@ class TimeIndex(RangeIndex):
     def _positions(self, labels: np.ndarray) -> np.ndarray:
         return (np.asarray(labels, dtype=np.float64) - self.start) / self.step
 
-    def sel(self, labels: dict[Any, Any], method: Any = None, tolerance: Any = None) -> IndexSelResult:
+    def sel(
+        self, labels: dict[Any, Any], method: Any = None, tolerance: Any = None
+    ) -> IndexSelResult:
         label = labels[self.dim]
         if method == "nearest":
             return super().sel(labels, method=method, tolerance=tolerance)
@@ -94,7 +96,11 @@ class TimeIndex(RangeIndex):
         values = label.values if isinstance(label, Variable) else np.asarray(label)
         positions = self._positions(values)
         rounded = np.round(positions)
-        ok = (np.abs(positions - rounded) <= _LABEL_TOLERANCE) & (rounded >= 0) & (rounded < self.size)
+        ok = (
+            (np.abs(positions - rounded) <= _LABEL_TOLERANCE)
+            & (rounded >= 0)
+            & (rounded < self.size)
+        )
         if not np.all(ok):
             missing = np.asarray(values).reshape(-1)[~np.asarray(ok).reshape(-1)]
             raise KeyError(

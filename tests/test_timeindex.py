@@ -1,0 +1,73 @@
+"""The lazy time index: pandas-style label selection, survives slicing and dask."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from xnwb.timeindex import TimeIndex
+
+
+@pytest.fixture
+def ds() -> xr.Dataset:
+    index = TimeIndex.from_rate(start=-0.5, rate=1000.0, size=10_000, dim="time")
+    coords = xr.Coordinates.from_xindex(index)
+    return xr.Dataset({"v": ("time", np.arange(10_000.0))}, coords=coords)
+
+
+def test_values_match_starting_time_plus_arange_over_rate(ds):
+    np.testing.assert_allclose(
+        ds.time.values, -0.5 + np.arange(10_000) / 1000.0, rtol=0, atol=1e-12
+    )
+
+
+def test_inclusive_label_slice(ds):
+    sub = ds.sel(time=slice(1.0, 2.0))
+    assert sub.sizes["time"] == 1001
+    assert sub.time.values[0] == pytest.approx(1.0) and sub.time.values[-1] == pytest.approx(2.0)
+    np.testing.assert_array_equal(sub.v.values, np.arange(1500, 2501))
+    assert isinstance(sub.xindexes["time"], TimeIndex)  # still lazy after slicing
+
+
+def test_slice_between_samples_and_open_ends(ds):
+    assert ds.sel(time=slice(1.0005, 1.0025)).v.values.tolist() == [1501, 1502]
+    assert ds.sel(time=slice(None, -0.498)).sizes["time"] == 3
+    assert ds.sel(time=slice(9.497, None)).sizes["time"] == 3
+    assert ds.sel(time=slice(20.0, 30.0)).sizes["time"] == 0
+    assert ds.sel(time=slice(0.0, 1.0, 10)).sizes["time"] == 101
+
+
+def test_exact_scalar_and_array_labels(ds):
+    assert ds.sel(time=2.0).v.item() == 2500
+    np.testing.assert_array_equal(ds.sel(time=[0.0, 0.001, -0.5]).v.values, [500, 501, 0])
+    with pytest.raises(KeyError, match="not found"):
+        ds.sel(time=2.0004)
+    with pytest.raises(KeyError):
+        ds.sel(time=100.0)
+
+
+def test_nearest(ds):
+    assert ds.sel(time=2.0004, method="nearest").v.item() == 2500
+    assert ds.sel(time=2.0006, method="nearest").v.item() == 2501
+    with pytest.raises(ValueError, match="not supported"):
+        ds.sel(time=2.0, method="ffill")
+
+
+def test_survives_isel_chunk_pickle(ds):
+    assert isinstance(ds.isel(time=slice(10, 20)).xindexes["time"], TimeIndex)
+    chunked = ds.chunk({"time": 1000})
+    assert isinstance(chunked.xindexes["time"], TimeIndex)
+    again = pickle.loads(pickle.dumps(chunked))
+    assert again.sel(time=slice(0.0, 0.002)).v.values.tolist() == [500, 501, 502]
+    assert ds.xindexes["time"].rate == pytest.approx(1000.0)
+
+
+def test_odd_rates(ds):
+    index = TimeIndex.from_rate(start=0.0, rate=50000.00000000001, size=100_000, dim="time")
+    d = xr.Dataset(coords=xr.Coordinates.from_xindex(index))
+    assert d.sel(time=slice(1.0, 1.0001)).sizes["time"] == 6
+    with pytest.raises(ValueError, match="positive"):
+        TimeIndex.from_rate(start=0.0, rate=0.0, size=3)
