@@ -9,6 +9,8 @@ short window never fetches a whole dataset.
 
 from __future__ import annotations
 
+import gc
+import itertools
 import os
 import warnings
 from typing import Any
@@ -328,20 +330,18 @@ def _contiguous(
 
 def _chunk_locations(ds: h5py.Dataset, name: str) -> tuple[np.ndarray, ...]:
     """``(chunk_offsets, byte_offsets, sizes, filter_masks)`` of every stored chunk."""
-    coords: list[tuple[int, ...]] = []
-    offsets: list[int] = []
-    sizes: list[int] = []
-    masks: list[int] = []
     ndim = len(ds.shape)
+    infos: list[Any] = []
     if hasattr(ds.id, "chunk_iter"):
-
-        def collect(info: Any) -> None:
-            coords.append(info.chunk_offset)
-            offsets.append(info.byte_offset)
-            sizes.append(info.size)
-            masks.append(info.filter_mask)
-
-        ds.id.chunk_iter(collect)
+        # A bound builtin as the callback: no Python frame per chunk. The garbage
+        # collector is paused: 100k new tuples would otherwise trigger it repeatedly.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            ds.id.chunk_iter(infos.append)
+        finally:
+            if was_enabled:
+                gc.enable()
     else:  # pragma: no cover - HDF5 < 1.12.3
         n = ds.id.get_num_chunks()
         if n > 10_000:
@@ -350,17 +350,21 @@ def _chunk_locations(ds: h5py.Dataset, name: str) -> tuple[np.ndarray, ...]:
                 "is slow (quadratic). Upgrade h5py/HDF5 for fast indexing.",
                 stacklevel=3,
             )
-        for i in range(n):
-            info = ds.id.get_chunk_info(i)
-            coords.append(info.chunk_offset)
-            offsets.append(info.byte_offset)
-            sizes.append(info.size)
-            masks.append(info.filter_mask)
+        infos = [ds.id.get_chunk_info(i) for i in range(n)]
+    if not infos:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty.reshape(0, ndim), empty, empty, empty
+    # StoreInfo is a named tuple (chunk_offset, filter_mask, byte_offset, size):
+    # transpose in C rather than reading attributes per chunk.
+    coords, masks, offsets, sizes = zip(*infos, strict=True)
+    flat = np.fromiter(
+        itertools.chain.from_iterable(coords), dtype=np.int64, count=len(infos) * ndim
+    )
     return (
-        np.asarray(coords, dtype=np.int64).reshape(-1, ndim),
-        np.asarray(offsets, dtype=np.int64),
-        np.asarray(sizes, dtype=np.int64),
-        np.asarray(masks, dtype=np.int64),
+        flat.reshape(-1, ndim),
+        np.fromiter(offsets, dtype=np.int64, count=len(infos)),
+        np.fromiter(sizes, dtype=np.int64, count=len(infos)),
+        np.fromiter(masks, dtype=np.int64, count=len(infos)),
     )
 
 

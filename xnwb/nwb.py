@@ -250,6 +250,9 @@ def _electrodes(
             skipped.append(col)
             continue
         values = np.asarray(read_array(col_ref, source, f"{table}/{col}"))[region]
+        if values.dtype.kind == "O":
+            # Fixed-width strings: object columns break dask's chunks="auto".
+            values = values.astype(str)
         name = f"electrodes_{col}" if col in _RESERVED_COORDS else col
         columns[name] = ("channel", values)
     if skipped:

@@ -127,6 +127,14 @@ def read_selection(
     for n, raw in zip(fetch_at, source.fetch(starts, lengths), strict=True):
         stored[n] = (n, tuple(c for c, _, _ in tasks[n]), raw)
 
+    codec = ref.codec
+    # ``out`` as byte planes lets shuffled chunks be un-shuffled straight into it.
+    out_bytes = (
+        out.view(np.uint8).reshape((*out.shape, out.dtype.itemsize))
+        if codec.shuffled and out.ndim
+        else None
+    )
+
     def place(entry: tuple[int, tuple[int, ...], Any]) -> None:
         n, index, raw = entry
         task = tasks[n]
@@ -135,10 +143,17 @@ def read_selection(
         if raw is None:
             out[target] = fill
         else:
-            out[target] = ref.decode(raw, index, path)[inner]
+            codec.decode_into(raw, out, out_bytes, target, inner, f"chunk {index} of {path!r}")
 
     entries = [e for e in stored if e is not None]
-    if len(entries) >= _MIN_CHUNKS_FOR_THREADS and ref.filters:
+    # Decode in threads for interactive reads; inside a dask task (not the main
+    # thread) the scheduler already runs one task per core, and a second pool only
+    # makes the threads fight over the cores.
+    if (
+        len(entries) >= _MIN_CHUNKS_FOR_THREADS
+        and ref.filters
+        and threading.current_thread() is threading.main_thread()
+    ):
         for _ in _decode_pool().map(place, entries):
             pass
     else:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from xnwb.codecs import decode_chunk
+from xnwb.codecs import ChunkCodec
 from xnwb.exceptions import UnsafeReferenceError, UnsupportedFilterError
 
 __all__ = ["ArrayRef", "ReferenceIndex"]
@@ -80,11 +80,19 @@ class ArrayRef:
         if self.problem is not None:
             raise UnsupportedFilterError(self.problem)
 
+    @property
+    def codec(self) -> ChunkCodec:
+        """The chunk decoder (built on first use; rebuilt if chunks or filters change)."""
+        key = (self.chunks, repr(self.filters), self.dtype.str)
+        cached = self.__dict__.get("_codec")
+        if cached is None or cached[0] != key:
+            cached = (key, ChunkCodec(self.filters, self.dtype, self.chunks))
+            self.__dict__["_codec"] = cached
+        return cached[1]
+
     def decode(self, raw: bytes, index: tuple[int, ...], path: str) -> np.ndarray:
         """Decode the stored bytes of chunk ``index``."""
-        return decode_chunk(
-            raw, self.filters, self.dtype, self.chunks, where=f"chunk {index} of {path!r}"
-        )
+        return self.codec.decode(raw, where=f"chunk {index} of {path!r}")
 
     def zarray(self) -> dict[str, Any]:
         """The zarr v2 ``.zarray`` document.

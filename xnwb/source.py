@@ -25,7 +25,10 @@ from xnwb.exceptions import ChunkReadError
 __all__ = ["ByteSource", "is_local"]
 
 #: Ranges closer than this are fetched as one request (the gap is read and dropped).
-DEFAULT_MAX_GAP = 256 * 2**10
+#: Locally a read costs microseconds, so only near-adjacent ranges merge; over a
+#: network a round trip costs milliseconds, worth a good many bytes of gap.
+LOCAL_MAX_GAP = 16 * 2**10
+REMOTE_MAX_GAP = 1 * 2**20
 #: A merged request never grows past this.
 DEFAULT_MAX_BLOCK = 32 * 2**20
 
@@ -87,6 +90,7 @@ class ByteSource:
         Passed to the fsspec filesystem.
     max_gap, max_block
         Coalescing: ranges closer than ``max_gap`` bytes merge, up to ``max_block``.
+        ``max_gap`` defaults to 16 KiB for local files and 1 MiB otherwise.
 
     Examples
     --------
@@ -103,14 +107,16 @@ class ByteSource:
         url: str,
         storage_options: dict[str, Any] | None = None,
         *,
-        max_gap: int = DEFAULT_MAX_GAP,
+        max_gap: int | None = None,
         max_block: int = DEFAULT_MAX_BLOCK,
     ) -> None:
         self.url = os.fspath(url)
         self.storage_options = dict(storage_options or {})
+        self._local = is_local(self.url)
+        if max_gap is None:
+            max_gap = LOCAL_MAX_GAP if self._local else REMOTE_MAX_GAP
         self.max_gap = max_gap
         self.max_block = max_block
-        self._local = is_local(self.url)
         self._fd: int | None = None
         self._fd_pid: int | None = None
         self._lock = threading.Lock()
