@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import operator
 import os
 import warnings
 from typing import Any
@@ -355,17 +356,15 @@ def _chunk_locations(ds: h5py.Dataset, name: str) -> tuple[np.ndarray, ...]:
         empty = np.zeros(0, dtype=np.int64)
         return empty.reshape(0, ndim), empty, empty, empty
     # StoreInfo is a named tuple (chunk_offset, filter_mask, byte_offset, size):
-    # transpose in C rather than reading attributes per chunk.
-    coords, masks, offsets, sizes = zip(*infos, strict=True)
-    flat = np.fromiter(
-        itertools.chain.from_iterable(coords), dtype=np.int64, count=len(infos) * ndim
-    )
-    return (
-        flat.reshape(-1, ndim),
-        np.fromiter(offsets, dtype=np.int64, count=len(infos)),
-        np.fromiter(sizes, dtype=np.int64, count=len(infos)),
-        np.fromiter(masks, dtype=np.int64, count=len(infos)),
-    )
+    # pull the fields out with C-level iterators rather than attribute reads.
+    n = len(infos)
+
+    def field(i: int) -> np.ndarray:
+        return np.fromiter(map(operator.itemgetter(i), infos), dtype=np.int64, count=n)
+
+    coords = map(operator.itemgetter(0), infos)
+    flat = np.fromiter(itertools.chain.from_iterable(coords), dtype=np.int64, count=n * ndim)
+    return flat.reshape(-1, ndim), field(2), field(3), field(1)
 
 
 def _chunked(

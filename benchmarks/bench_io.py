@@ -1,0 +1,245 @@
+"""Open, window and full-read speed: xnwb against h5py, pynwb and kerchunk, in one run.
+
+    python benchmarks/bench_io.py            # writes benchmarks/results/io.json, prints a table
+
+Data: ``benchmarks/datasets.py`` writes (once) a ~1 GB pynwb recording, 64 ch × 30 kHz
+int16, gzip+shuffle chunks of (2000, 8) (31,200 chunks), and a 100k-chunk file for the
+index timing. Every figure is the median of several runs on a warm page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from datasets import recording_1gb, recording_100k_chunks
+
+SERIES = "acquisition/ElectricalSeries"
+DATA = f"{SERIES}/data"
+RESULTS = Path(__file__).parent / "results"
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up (imports, caches)
+    times = []
+    for _ in range(repeat):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+# -- open / index --------------------------------------------------------------
+def bench_index(path: Path, repeat: int) -> dict[str, float]:
+    import h5py
+    import xarray as xr
+    from kerchunk.hdf import SingleHdf5ToZarr
+    from pynwb import NWBHDF5IO
+
+    import xnwb
+
+    def h5py_chunk_iter() -> int:
+        count = [0]
+
+        def tick(_info: object) -> None:
+            count[0] += 1
+
+        with h5py.File(path, "r") as f:
+            f[DATA].id.chunk_iter(tick)
+        return count[0]
+
+    def pynwb_open() -> None:
+        with NWBHDF5IO(str(path), "r") as io:
+            io.read()
+
+    def kerchunk_translate() -> None:
+        SingleHdf5ToZarr(str(path), inline_threshold=100).translate()
+
+    with h5py.File(path, "r") as f:
+        n_chunks = f[DATA].id.get_num_chunks()
+    out = {"chunks": n_chunks}
+    out["h5py chunk_iter pass"] = median_time(h5py_chunk_iter, repeat)
+    out["xnwb build_index"] = median_time(lambda: xnwb.build_index(path), repeat)
+    out["xnwb open_dataset"] = median_time(lambda: xr.open_dataset(path, engine="nwbzarr"), repeat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["pynwb NWBHDF5IO.read"] = median_time(pynwb_open, repeat)
+        out["kerchunk translate"] = median_time(kerchunk_translate, max(1, repeat // 2))
+    return out
+
+
+# -- readers of the 1 GB file ------------------------------------------------------
+def kerchunk_array(path: Path):
+    import fsspec
+    import zarr
+    from kerchunk.hdf import SingleHdf5ToZarr
+
+    refs = SingleHdf5ToZarr(str(path), inline_threshold=100).translate()
+    fs = fsspec.filesystem("reference", fo=refs, asynchronous=True)
+    store = zarr.storage.FsspecStore(fs, path=DATA, read_only=True)
+    return zarr.open_array(store, mode="r", zarr_format=2)
+
+
+def xnwb_zarr_array(path: Path):
+    import zarr
+
+    import xnwb
+    from xnwb.store import ReferenceStore
+
+    group = zarr.open_group(ReferenceStore(xnwb.build_index(path)), mode="r", zarr_format=2)
+    return group[DATA]
+
+
+def bench_window(path: Path, n_windows: int) -> dict[str, float]:
+    import h5py
+    import xarray as xr
+    from pynwb import NWBHDF5IO
+
+    rng = np.random.default_rng(42)
+    with h5py.File(path, "r") as f:
+        n_times = f[DATA].shape[0]
+    rate = 30_000
+    starts = [int(s) for s in rng.integers(0, n_times - rate, n_windows)]
+
+    def per_window(read: Callable[[int], np.ndarray]) -> float:
+        read(starts[0])
+        times = []
+        for s in starts:
+            tic = time.perf_counter()
+            window = read(s)
+            times.append(time.perf_counter() - tic)
+            assert window.shape == (rate, 4), window.shape
+        return statistics.median(times)
+
+    out: dict[str, float] = {}
+    with h5py.File(path, "r") as f:
+        dset = f[DATA]
+        out["h5py"] = per_window(lambda s: dset[s : s + rate, 0:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        io = NWBHDF5IO(str(path), "r")
+        series = io.read().acquisition["ElectricalSeries"]
+        out["pynwb"] = per_window(lambda s: series.data[s : s + rate, 0:4])
+        io.close()
+    ds_raw = xr.open_dataset(path, engine="nwbzarr", mask_and_scale=False)
+    out["xnwb (stored counts, isel)"] = per_window(lambda s: ds_raw.data[s : s + rate, 0:4].values)
+    ds = xr.open_dataset(path, engine="nwbzarr")
+    channels = ds.channel.values[:4]
+    out["xnwb (volts, sel by time and channel labels)"] = per_window(
+        lambda s: ds.data.sel(time=slice(s / rate, (s + rate - 1) / rate), channel=channels).values
+    )
+    zarr_ours = xnwb_zarr_array(path)
+    out["zarr over xnwb.ReferenceStore"] = per_window(lambda s: zarr_ours[s : s + rate, 0:4])
+    kerchunk = kerchunk_array(path)
+    out["kerchunk + zarr"] = per_window(lambda s: kerchunk[s : s + rate, 0:4])
+    return out
+
+
+def bench_full_read(path: Path, kerchunk_fraction: float) -> dict[str, float]:
+    """MB/s of stored samples (uncompressed int16 bytes)."""
+    import dask
+    import dask.array as da
+    import h5py
+    import xarray as xr
+    from pynwb import NWBHDF5IO
+
+    out: dict[str, float] = {}
+    with h5py.File(path, "r") as f:
+        dset = f[DATA]
+        n_times, n_channels = dset.shape
+        nbytes = n_times * n_channels * dset.dtype.itemsize
+
+        def slabs(read: Callable[[int, int], np.ndarray], stop: int = n_times) -> None:
+            for i in range(0, stop, 60_000):
+                read(i, min(i + 60_000, stop))
+
+        tic = time.perf_counter()
+        slabs(lambda a, b: dset[a:b])
+        out["h5py, 1 thread"] = nbytes / (time.perf_counter() - tic) / 1e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with NWBHDF5IO(str(path), "r") as io:
+            series = io.read().acquisition["ElectricalSeries"]
+            tic = time.perf_counter()
+            slabs(lambda a, b: series.data[a:b])
+            out["pynwb, 1 thread"] = nbytes / (time.perf_counter() - tic) / 1e6
+
+    with dask.config.set(scheduler="threads"):
+        ds = xr.open_dataset(path, engine="nwbzarr", mask_and_scale=False, chunks="auto")
+        tic = time.perf_counter()
+        ds.data.sum().compute()
+        out["xnwb, dask threads"] = nbytes / (time.perf_counter() - tic) / 1e6
+
+        stop = int(n_times * kerchunk_fraction)
+        part = stop * n_channels * 2
+        for name, array in (
+            ("kerchunk + zarr, dask threads", kerchunk_array(path)),
+            ("zarr over xnwb.ReferenceStore, dask threads", xnwb_zarr_array(path)),
+        ):
+            lazy = da.from_zarr(array)[:stop].rechunk({0: 240_000})
+            tic = time.perf_counter()
+            lazy.sum().compute()
+            out[name] = part / (time.perf_counter() - tic) / 1e6
+    out["cores"] = os.cpu_count() or 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--windows", type=int, default=40)
+    parser.add_argument(
+        "--kerchunk-fraction",
+        type=float,
+        default=0.1,
+        help="share of the file the slow peers read in the full-read test",
+    )
+    parser.add_argument("--output", default=str(RESULTS / "io.json"))
+    args = parser.parse_args(argv)
+
+    big, many = recording_1gb(), recording_100k_chunks()
+    results = {
+        "index": bench_index(many, args.repeat),
+        "window": bench_window(big, args.windows),
+        "full_read": bench_full_read(big, args.kerchunk_fraction),
+        "file_mb": big.stat().st_size / 1e6,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2))
+
+    idx = results["index"]
+    base = idx["h5py chunk_iter pass"]
+    print(f"\nOpen / index build, {idx['chunks']:,} chunks (median of {args.repeat})")
+    print("| tool | seconds | × h5py chunk_iter |\n|---|---:|---:|")
+    for key, value in idx.items():
+        if key != "chunks":
+            print(f"| {key} | {value:.3f} | {value / base:.2f} |")
+    win = results["window"]
+    print(f"\n1 s × 4 channel window (median of {args.windows} random windows)")
+    print("| tool | ms | × h5py |\n|---|---:|---:|")
+    for key, value in win.items():
+        print(f"| {key} | {1e3 * value:.2f} | {value / win['h5py']:.2f} |")
+    full = results["full_read"]
+    h5 = full["h5py, 1 thread"]
+    print(f"\nFull read of {results['file_mb']:.0f} MB file (MB/s of int16 samples)")
+    print("| tool | MB/s | × h5py 1 thread |\n|---|---:|---:|")
+    for key, value in full.items():
+        if key != "cores":
+            print(f"| {key} | {value:.0f} | {value / h5:.2f} |")
+    goal = 0.8 * full["cores"] * h5
+    print(f"\ngoal: xnwb ≥ 0.8 × {full['cores']} cores × h5py = {goal:.0f} MB/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
