@@ -147,7 +147,7 @@ def test_window_of_contiguous_data_fetches_only_its_subchunks(tmp_path):
     source = _CountingSource(str(path))
     window = read_selection(refs.arrays["x"], source, (slice(100_000, 101_000), slice(0, 2)))
     np.testing.assert_array_equal(window, data[100_000:101_000, :2])
-    assert source.bytes_read <= 2 * 64 * 1024  # not the 1.6 MB dataset
+    assert source.fetched_bytes <= 2 * 64 * 1024  # not the 1.6 MB dataset
 
 
 def test_unfiltered_chunks_are_split(tmp_path):
@@ -177,10 +177,10 @@ def test_unallocated_chunks_read_as_fill_value(tmp_path):
 class _CountingSource(ByteSource):
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.bytes_read = 0
+        self.fetched_bytes = 0
 
     def fetch(self, starts, lengths):
-        self.bytes_read += sum(lengths)
+        self.fetched_bytes += sum(lengths)
         return super().fetch(starts, lengths)
 
 

@@ -10,7 +10,7 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 from xnwb.api import open_source
-from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES
+from xnwb.index import DEFAULT_MAX_CHUNK_BYTES
 from xnwb.nwb import file_attrs, find_series, pick_series, series_dataset
 
 __all__ = ["NWBZarrBackendEntrypoint"]
@@ -38,6 +38,9 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         "group",
         "mask_and_scale",
         "storage_options",
+        "index",
+        "index_cache",
+        "allowed_sources",
         "max_chunk_bytes",
     )
 
@@ -49,17 +52,23 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         group: str | None = None,
         mask_and_scale: bool = True,
         storage_options: dict[str, Any] | None = None,
+        index: Any = None,
+        index_cache: bool | str | os.PathLike[str] = True,
+        allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     ) -> xr.Dataset:
         _register_accessors()
-        index, source = open_source(
+        refs, source = open_source(
             filename_or_obj,
             storage_options,
+            index=index,
+            index_cache=index_cache,
+            allowed_sources=tuple(allowed_sources),
             max_chunk_bytes=max_chunk_bytes,
-            inline_bytes=DEFAULT_INLINE_BYTES,
         )
-        path = pick_series(index, group)
-        ds = series_dataset(index, source, path, mask_and_scale=mask_and_scale)
+        path = pick_series(refs, group)
+        ds = series_dataset(refs, source, path, mask_and_scale=mask_and_scale)
+        ds.encoding["xnwb_open"] = refs.info.get("open", {})
         return _drop(ds, drop_variables)
 
     def open_datatree(  # type: ignore[override]
@@ -69,20 +78,27 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         drop_variables: str | Iterable[str] | None = None,
         mask_and_scale: bool = True,
         storage_options: dict[str, Any] | None = None,
+        index: Any = None,
+        index_cache: bool | str | os.PathLike[str] = True,
+        allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     ) -> xr.DataTree:
         _register_accessors()
-        index, source = open_source(
+        refs, source = open_source(
             filename_or_obj,
             storage_options,
+            index=index,
+            index_cache=index_cache,
+            allowed_sources=tuple(allowed_sources),
             max_chunk_bytes=max_chunk_bytes,
-            inline_bytes=DEFAULT_INLINE_BYTES,
         )
-        nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=file_attrs(index, source))}
-        for path in find_series(index):
-            ds = series_dataset(index, source, path, mask_and_scale=mask_and_scale)
+        nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=file_attrs(refs, source))}
+        for path in find_series(refs):
+            ds = series_dataset(refs, source, path, mask_and_scale=mask_and_scale)
             nodes[f"/{path}"] = _drop(ds, drop_variables)
-        return xr.DataTree.from_dict(nodes)
+        tree = xr.DataTree.from_dict(nodes)
+        tree.encoding["xnwb_open"] = refs.info.get("open", {})
+        return tree
 
     def open_groups_as_dict(  # type: ignore[override]
         self, filename_or_obj: str | os.PathLike[Any], **kwargs: Any

@@ -248,26 +248,26 @@ class ReferenceIndex:
         return text
 
     @classmethod
-    def from_refs(
-        cls,
-        refs: dict[str, Any],
-        *,
-        source: str | None = None,
-        allowed_sources: tuple[str, ...] = (),
-    ) -> ReferenceIndex:
+    def from_refs(cls, refs: dict[str, Any], *, source: str | None = None) -> ReferenceIndex:
         """Read a kerchunk reference dict (xnwb's or kerchunk's own).
 
-        Every chunk reference must point into one source: ``source`` if given, else
-        the single URL the references name. A reference to anything else (another
-        file, ``file://`` when a remote source was opened, a template) is refused.
+        The URLs the chunk references name are kept in ``info["reference_urls"]``
+        for the caller to check against what the user opened, and to refuse
+        references into several files (see :func:`xnwb.api.open_source`).
+        ``source`` overrides the file.
 
         Raises
         ------
         UnsafeReferenceError
-            For references to other sources, templates, or malformed entries.
+            For templates, malformed entries,
+            whole-file references or chunk keys outside the array's grid.
         """
+        if not isinstance(refs, dict):
+            raise UnsafeReferenceError("a reference file must hold a JSON object")
         if refs.get("templates"):
             raise UnsafeReferenceError("reference files with templates are not accepted")
+        if refs.get("gen"):
+            raise UnsafeReferenceError("reference files with generators ('gen') are not accepted")
         version = refs.get("version", 0)
         table: dict[str, Any] = refs.get("refs", refs) if version == 1 else refs
         extra = refs.get("xnwb", {}) if version == 1 else {}
@@ -292,25 +292,15 @@ class ReferenceIndex:
                     if len(value) not in (1, 3) or not isinstance(value[0], str):
                         raise UnsafeReferenceError(f"malformed reference for {key!r}: {value!r}")
                     urls.add(value[0])
+                elif not isinstance(value, str | bytes):
+                    raise UnsafeReferenceError(f"malformed reference for {key!r}: {value!r}")
                 index = tuple(int(i) for i in leaf.split("."))
                 chunk_refs.setdefault(parent, []).append((index, value))
             else:
                 raise UnsafeReferenceError(f"unexpected key {key!r} in reference file")
 
         if source is None:
-            if len(urls) > 1:
-                raise UnsafeReferenceError(
-                    f"references point into {len(urls)} different sources {sorted(urls)[:3]}; "
-                    "xnwb opens one file at a time"
-                )
-            source = next(iter(urls), "")
-        allowed = {source, *allowed_sources}
-        for url in urls:
-            if url not in allowed:
-                raise UnsafeReferenceError(
-                    f"a reference points to {url!r}, outside the opened source {source!r}; "
-                    "pass allowed_sources=... if this is intended"
-                )
+            source = next(iter(urls), "") if len(urls) == 1 else ""
 
         special = extra.get("arrays", {})
         arrays: dict[str, ArrayRef] = {}
@@ -327,7 +317,9 @@ class ReferenceIndex:
         for path in groups:
             groups[path] = attrs.get(path, {})
         groups.setdefault("", attrs.get("", {}))
-        return cls(source, groups, arrays, dict(extra.get("info", {})))
+        info = dict(extra.get("info", {}))
+        info["reference_urls"] = sorted(urls)
+        return cls(source, groups, arrays, info)
 
     @classmethod
     def from_json(cls, text_or_path: str, **kwargs: Any) -> ReferenceIndex:

@@ -120,12 +120,13 @@ class ByteSource:
         self._fd: int | None = None
         self._fd_pid: int | None = None
         self._lock = threading.Lock()
-        self._fs: Any = None
+        self._remote: Any = None
+        self._remote_pid: int | None = None
 
     # Pickling drops descriptors and filesystem handles; each process reopens.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_fd=None, _fd_pid=None, _lock=None, _fs=None)
+        state.update(_fd=None, _fd_pid=None, _lock=None, _remote=None, _remote_pid=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -174,25 +175,39 @@ class ByteSource:
         return blocks
 
     # -- remote -------------------------------------------------------------
-    def filesystem(self) -> Any:
-        """The fsspec filesystem for this URL (created once per process)."""
-        if self._fs is None:
-            import fsspec
+    def remote(self) -> Any:
+        """The per-process :class:`~xnwb.remote.RemoteObject` for this URL."""
+        if self._remote is None or self._remote_pid != os.getpid():
+            from xnwb.remote import RemoteObject
 
-            protocol = urlparse(self.url).scheme or "file"
-            self._fs = fsspec.filesystem(protocol, **self.storage_options)
-        return self._fs
+            with self._lock:
+                if self._remote is None or self._remote_pid != os.getpid():
+                    self._remote = RemoteObject(self.url, self.storage_options)
+                    self._remote_pid = os.getpid()
+        return self._remote
 
     def _fetch_remote(self, bstarts: list[int], bends: list[int]) -> list[bytes]:
-        fs = self.filesystem()
-        try:
-            blocks = fs.cat_ranges([self.url] * len(bstarts), bstarts, bends, on_error="raise")
-        except Exception as err:
-            raise ChunkReadError(
-                f"fetching {len(bstarts)} range(s) of {self.url!r} failed "
-                f"(first: bytes {bstarts[0]}-{bends[0]}): {type(err).__name__}: {err}"
-            ) from err
-        return list(blocks)
+        remote = self.remote()
+        return remote.run(remote.get_ranges(bstarts, bends))
+
+    @property
+    def requests(self) -> int:
+        """Requests made so far by this process (0 for local files)."""
+        return self._remote.requests if self._remote is not None else 0
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes received so far by this process (remote sources)."""
+        return self._remote.bytes_read if self._remote is not None else 0
+
+    def fingerprint(self) -> Any:
+        """Size and version (ETag, generation or mtime) of the file now."""
+        from xnwb.remote import Fingerprint
+
+        if self._local:
+            stat = os.stat(local_path(self.url))
+            return Fingerprint(stat.st_size, str(stat.st_mtime_ns))
+        return self.remote().fingerprint()
 
     # -- public -------------------------------------------------------------
     def fetch(self, starts: Sequence[int], lengths: Sequence[int]) -> list[memoryview]:
@@ -230,6 +245,4 @@ class ByteSource:
 
     def size(self) -> int:
         """Size of the file in bytes."""
-        if self._local:
-            return os.path.getsize(local_path(self.url))
-        return int(self.filesystem().size(self.url))
+        return int(self.fingerprint().size)
