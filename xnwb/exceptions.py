@@ -52,3 +52,28 @@ class ChunkDecodeError(XnwbError, ValueError):
 
 class UnsafeReferenceError(XnwbError, ValueError):
     """A reference points outside the source the user opened."""
+
+
+class TFRParameterError(XnwbError, ValueError):
+    """Invalid time-frequency parameters: frequencies, cycles, decimation, output, wavelet."""
+
+
+class SignalTooShortError(TFRParameterError):
+    """The record along the time axis is shorter than the longest wavelet."""
+
+
+class TimeAxisError(XnwbError, ValueError):
+    """No time axis with a sampling rate: missing dimension, irregular samples, no ``rate``."""
+
+
+class StatisticsMismatchError(XnwbError, ValueError):
+    """Statistics passed to ``zscore(stats=...)`` do not fit the data they should normalise."""
+
+
+# Errors of the time-frequency and z-scoring layer (xnwb.tfr, xnwb.stats, xnwb.accessors).
+__all__ += [
+    "SignalTooShortError",
+    "StatisticsMismatchError",
+    "TFRParameterError",
+    "TimeAxisError",
+]
