@@ -18,7 +18,8 @@ from xnwb.source import ByteSource
 
 __all__ = ["RangeFile"]
 
-DEFAULT_BLOCK_SIZE = 2 * 2**20
+DEFAULT_BLOCK_SIZE = 4 * 2**20
+_NODE_GAP = 64 * 2**10
 
 
 class RangeFile(io.RawIOBase):
@@ -136,7 +137,9 @@ class RangeFile(io.RawIOBase):
                         wanted.append(address)
             if not wanted:
                 return
-            fetched = self.source.fetch(wanted, [node_size] * len(wanted))
+            # Nodes lie between data chunks: fetch each exactly (concurrently),
+            # merging only near neighbours, not the data in between.
+            fetched = self.source.fetch(wanted, [node_size] * len(wanted), max_gap=_NODE_GAP)
             wave = []
             for address, chunk in zip(wanted, fetched, strict=True):
                 self._spans[address] = bytes(chunk)

@@ -210,10 +210,13 @@ class ByteSource:
         return self.remote().fingerprint()
 
     # -- public -------------------------------------------------------------
-    def fetch(self, starts: Sequence[int], lengths: Sequence[int]) -> list[memoryview]:
+    def fetch(
+        self, starts: Sequence[int], lengths: Sequence[int], *, max_gap: int | None = None
+    ) -> list[memoryview]:
         """Bytes ``[start, start + length)`` for every range, in the order given.
 
-        The pieces are zero-copy views into the merged blocks.
+        The pieces are zero-copy views into the merged blocks. ``max_gap``
+        overrides the coalescing gap for this call.
 
         Raises
         ------
@@ -222,7 +225,8 @@ class ByteSource:
         """
         if not starts:
             return []
-        bstarts, bends, placement = coalesce(starts, lengths, self.max_gap, self.max_block)
+        gap = self.max_gap if max_gap is None else max_gap
+        bstarts, bends, placement = coalesce(starts, lengths, gap, self.max_block)
         if self._local:
             blocks = self._fetch_local(bstarts, bends)
         else:
