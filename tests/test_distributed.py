@@ -1,0 +1,54 @@
+"""The lazy arrays on a ``distributed`` cluster of processes, reading over HTTP."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.conftest import counts
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def test_reduction_over_http_matches_local(client, http_remote, nwb_writer, tmp_path):
+    data = counts(40_000, 8)
+    path = nwb_writer(
+        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(8), conversion=1e-6,
+              chunks=(1000, 8), compression="gzip", shuffle=True)]
+    )
+    url = http_remote.upload("rec.nwb", path)
+    ds = xr.open_dataset(url, engine="nwbzarr", chunks={"time": 5000}, index_cache=tmp_path / "c")
+    local = xr.open_dataset(path, engine="nwbzarr")
+    result = ds.data.std("time").compute()
+    np.testing.assert_allclose(result.values, local.data.std("time").values, rtol=1e-12)
+    workers = {w for ws in client.who_has().values() for w in ws}
+    assert len(client.scheduler_info()["workers"]) == 2 and workers is not None
+
+
+def test_index_is_one_graph_key_not_copied_into_tasks(nwb_writer):
+    data = counts(40_000, 8)
+    path = nwb_writer(
+        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(8),
+              chunks=(500, 8), compression="gzip")]
+    )
+    ds = xr.open_dataset(path, engine="nwbzarr", chunks={"time": 2000})
+    graph = dict(ds.data.data.__dask_graph__())
+    sizes = {key: len(pickle.dumps(task)) for key, task in graph.items()}
+    big = max(sizes, key=sizes.get)
+    assert "original" in str(big)  # the array (with the index) is one shared key
+    others = [size for key, size in sizes.items() if key != big]
+    assert len(others) == 20
+    assert max(others) < 1000 < sizes[big]  # each task only names that key
