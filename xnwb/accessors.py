@@ -1,0 +1,502 @@
+"""The xarray layer: the ``ephys`` accessor (also ``nwb``) and the callable ``zscore`` accessor.
+
+Thin by design: each method finds the time axis and sampling rate, calls the array functions
+of :mod:`xnwb.tfr` and :mod:`xnwb.stats`, and wraps the result in a new xarray object (the
+input is never modified). On a Dataset the methods act on its time series variable ``data``
+and return a Dataset holding the result as ``data``; on a DataArray they return a DataArray.
+
+Everything stays lazy: unchunked input is chunked along time first (nothing is read), and
+only :meth:`EphysAccessor.stats` — and :meth:`EphysAccessor.zscore` when no ``stats`` are
+given — computes, in exactly one pass.
+
+Examples
+--------
+>>> import numpy as np
+>>> import xarray as xr
+>>> import xnwb  # registers the accessors
+>>> rate = 250.0
+>>> t = np.arange(2500) / rate
+>>> x = np.sin(2 * np.pi * 10 * t)[:, None] * [1.0, 2.0]
+>>> ds = xr.Dataset({"data": (("time", "channel"), x)}, coords={"time": t, "channel": [3, 7]})
+>>> z = ds.ephys.morlet([5.0, 10.0, 20.0], n_cycles=5, decim=5).zscore(progress=False)
+>>> z.data.dims, z.data.shape
+(('channel', 'frequency', 'time'), (2, 3, 500))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from xnwb import stats as _stats
+from xnwb import tfr as _tfr
+from xnwb.exceptions import StatisticsMismatchError, TFRParameterError, TimeAxisError
+
+__all__ = ["EphysAccessor", "ZscoreAccessor", "sampling_rate", "time_window"]
+
+_REGULAR_RTOL = 1e-6  # relative jitter of the sample spacing still called regular
+
+
+def sampling_rate(obj: xr.DataArray | xr.Dataset, dim: Hashable = "time") -> float:
+    """Sampling rate in Hz of ``obj`` along ``dim``.
+
+    From the coordinate ``dim`` when it is regularly spaced (a lazy range index is read
+    without building its values), else from the ``rate`` attribute when there is no
+    coordinate. Datetime coordinates count in seconds.
+
+    Raises
+    ------
+    TimeAxisError
+        No dimension ``dim``, irregular samples, or neither a coordinate nor ``rate``.
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.zeros(5), dims="time", coords={"time": np.arange(5) / 500})
+    >>> sampling_rate(da)
+    500.0
+    >>> sampling_rate(xr.DataArray(np.zeros(5), dims="time", attrs={"rate": 30000.0}))
+    30000.0
+    """
+    if dim not in obj.dims:
+        raise TimeAxisError(f"no dimension {dim!r} to transform along; dims are {tuple(obj.dims)}")
+    attr = _attr_rate(obj)
+    if dim not in obj.coords:
+        if attr is None:
+            raise TimeAxisError(
+                f"cannot tell the sampling rate: no {dim!r} coordinate and no 'rate' attribute; "
+                f"add one, e.g. obj.assign_attrs(rate=1000.0)"
+            )
+        return attr
+    index = obj.xindexes.get(dim)
+    if isinstance(index, xr.indexes.RangeIndex):
+        step = float(index.step)
+    else:
+        step = _regular_step(_seconds(obj[dim].values), dim)
+    if not np.isfinite(step) or step <= 0:
+        raise TimeAxisError(f"the {dim!r} coordinate must increase; its step is {step!r}")
+    rate = 1.0 / step
+    if attr is not None and np.isclose(attr, rate, rtol=_REGULAR_RTOL, atol=0):
+        return attr  # the recorded rate, not its round trip through 1 / step
+    return rate
+
+
+def time_window(
+    obj: xr.DataArray | xr.Dataset,
+    window: tuple[float | None, float | None],
+    dim: Hashable = "time",
+) -> slice:
+    """Positions of the samples with ``t0 <= time <= t1`` (``None``: open end), as MNE selects.
+
+    A lazy range index is evaluated only near the two ends.
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.zeros(10), dims="time", coords={"time": np.arange(10) * 0.1})
+    >>> time_window(da, (0.2, 0.5)), time_window(da, (None, 0.25))
+    (slice(2, 6, None), slice(0, 3, None))
+    """
+    try:
+        t0, t1 = window
+    except (TypeError, ValueError):
+        raise ValueError(f"a time window is (start, stop) in seconds, got {window!r}") from None
+    if dim not in obj.coords:
+        raise TimeAxisError(f"a time window needs a {dim!r} coordinate; found {list(obj.coords)}")
+    n = obj.sizes[dim]
+    index = obj.xindexes.get(dim)
+    coord = obj[dim]
+    if isinstance(index, xr.indexes.RangeIndex):
+        start, step = float(index.start), float(index.step)
+
+        def first(label: float, inclusive_right: bool) -> int:
+            guess = int(np.floor((label - start) / step))
+            lo, hi = max(guess - 2, 0), min(guess + 4, n)
+            near = coord.isel({dim: slice(lo, hi)}).values if hi > lo else np.empty(0)
+            side = "right" if inclusive_right else "left"
+            return lo + int(np.searchsorted(near, label, side=side)) if hi > lo else min(lo, n)
+
+        i0 = 0 if t0 is None else first(float(t0), False)
+        i1 = n if t1 is None else first(float(t1), True)
+    else:
+        times = _seconds(coord.values)
+        i0 = 0 if t0 is None else int(np.searchsorted(times, t0, side="left"))
+        i1 = n if t1 is None else int(np.searchsorted(times, t1, side="right"))
+    if i0 >= i1:
+        raise ValueError(f"no sample of {dim!r} lies in the window {window!r}")
+    return slice(i0, i1)
+
+
+class EphysAccessor:
+    """Time-frequency analysis and z-scoring, as ``obj.ephys`` (or ``obj.nwb``).
+
+    Examples
+    --------
+    >>> da = xr.DataArray(np.random.default_rng(0).standard_normal((1000, 2)),
+    ...                   dims=("time", "channel"), attrs={"rate": 200.0})
+    >>> da.ephys.rate
+    200.0
+    """
+
+    def __init__(self, obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = obj
+
+    @property
+    def rate(self) -> float:
+        """Sampling rate in Hz along ``time`` (see :func:`sampling_rate`)."""
+        return sampling_rate(self._obj, "time")
+
+    def morlet(
+        self,
+        freqs: Any,
+        n_cycles: float | Any = 7.0,
+        *,
+        zero_mean: bool = True,
+        output: str = "complex",
+        decim: int = 1,
+        dim: Hashable = "time",
+    ) -> xr.DataArray | xr.Dataset:
+        """Morlet wavelet transform, identical to ``mne.time_frequency.tfr_array_morlet``.
+
+        Lazy: computes nothing. Computing a window of the result reads and transforms only
+        the chunks under the window plus a halo (half the longest wavelet) on each side.
+
+        Parameters
+        ----------
+        freqs : array_like of float
+            Frequencies in Hz, in ``(0, rate / 2)``.
+        n_cycles : float or array_like
+            Cycles per wavelet, one number or one per frequency.
+        zero_mean : bool
+            Zero-mean wavelets, MNE's default.
+        output : {"complex", "power", "amplitude", "phase"}
+        decim : int
+            Keep every ``decim``-th sample, as MNE's ``decim`` (computed at the low rate).
+        dim : str
+            The time dimension.
+
+        Returns
+        -------
+        DataArray or Dataset
+            Dims: the other dims, ``frequency`` (Hz), then ``dim`` (decimated, with its
+            coordinate); attrs: the input's plus the parameters and the new ``rate``.
+
+        Raises
+        ------
+        TFRParameterError, SignalTooShortError, TimeAxisError
+            Before any computation.
+
+        Examples
+        --------
+        >>> da = xr.DataArray(np.ones((800, 2)), dims=("time", "channel"), attrs={"rate": 100.0})
+        >>> tfr = da.ephys.morlet([5.0, 10.0], n_cycles=3.0, output="power", decim=4)
+        >>> tfr.dims, tfr.shape, tfr.attrs["rate"], tfr.frequency.values
+        (('channel', 'frequency', 'time'), (2, 2, 200), 25.0, array([ 5., 10.]))
+        """
+        rate = sampling_rate(self._obj, dim)
+        bank = _tfr.morlet_kernels(rate, freqs, n_cycles, zero_mean=zero_mean)
+        cycles = np.broadcast_to(np.asarray(n_cycles, dtype=np.float64), (len(bank),))
+        params = {"wavelet": "morlet", "n_cycles": cycles.copy(), "zero_mean": int(zero_mean)}
+        return self._apply(bank, freqs, rate, output=output, decim=decim, dim=dim, params=params)
+
+    def cwt(
+        self,
+        freqs: Any,
+        wavelet: Any = "cmor1.5-1.0",
+        *,
+        output: str = "complex",
+        decim: int = 1,
+        dim: Hashable = "time",
+        precision: int = 12,
+    ) -> xr.DataArray | xr.Dataset:
+        """Continuous wavelet transform with a PyWavelets wavelet (as ``pywt.cwt``, FFT method).
+
+        Same engine, laziness and result layout as :meth:`morlet`; see :func:`xnwb.tfr.cwt`
+        for the equivalence with PyWavelets.
+
+        Examples
+        --------
+        >>> da = xr.DataArray(np.ones((800,)), dims="time", attrs={"rate": 100.0})
+        >>> da.ephys.cwt([5.0, 10.0], "mexh").dtype
+        dtype('float64')
+        """
+        rate = sampling_rate(self._obj, dim)
+        bank = _tfr.pywt_kernels(rate, freqs, wavelet, precision=precision)
+        params = {"wavelet": str(getattr(wavelet, "name", wavelet))}
+        return self._apply(bank, freqs, rate, output=output, decim=decim, dim=dim, params=params)
+
+    def stats(
+        self,
+        dim: Hashable = "time",
+        *,
+        baseline: tuple[float | None, float | None] | None = None,
+        progress: bool = True,
+    ) -> xr.Dataset:
+        """Count, mean and std (``ddof=0``) of the data along ``dim``, from one pass.
+
+        Complex data are summarised on their power ``|x|²``. **Computes**: one pass over the
+        data (or the ``baseline`` window), with dask's progress bar when it lasts over a
+        second; per-chunk ``(count, mean, M2)`` merge exactly in float64.
+
+        Parameters
+        ----------
+        dim : str
+            Dimension reduced.
+        baseline : (t0, t1), optional
+            Only samples with ``t0 <= time <= t1`` (seconds; ``None`` is an open end).
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        Dataset
+            ``count``, ``mean``, ``std`` over the remaining dims; small, saveable with
+            ``to_netcdf``/``to_zarr`` and reusable as ``zscore(stats=...)``.
+
+        Examples
+        --------
+        >>> da = xr.DataArray([[1.0, 3.0], [2.0, 6.0]], dims=("time", "channel"),
+        ...                   attrs={"rate": 10.0})
+        >>> s = da.ephys.stats(progress=False)
+        >>> s["mean"].values, s["std"].values, s.attrs["quantity"]
+        (array([1.5, 4.5]), array([0.5, 1.5]), 'value')
+        """
+        da = self._series()
+        if dim not in da.dims:
+            raise TimeAxisError(f"no dimension {dim!r} to reduce; dims are {tuple(da.dims)}")
+        window = da if baseline is None else da.isel({dim: time_window(da, baseline, dim)})
+        window = _chunked(window, dim)
+        m = _stats.moments(window.data, axis=window.get_axis_num(dim), progress=progress)
+        dims = tuple(d for d in da.dims if d != dim)
+        coords = da.drop_vars([k for k, v in da.coords.items() if dim in v.dims]).coords
+        attrs: dict[str, Any] = {"dim": str(dim), "quantity": _stats.quantity(da), "ddof": 0}
+        if baseline is not None:
+            attrs["baseline"] = np.array([np.nan if b is None else b for b in baseline], float)
+        return xr.Dataset(
+            {
+                "count": (dims, m.count, {"long_name": "samples summarised"}),
+                "mean": (dims, m.mean, {"long_name": f"mean {attrs['quantity']}"}),
+                "std": (dims, m.std, {"long_name": f"std of {attrs['quantity']} (ddof=0)"}),
+            },
+            coords=coords,
+            attrs=attrs,
+        )
+
+    def zscore(
+        self,
+        dim: Hashable = "time",
+        *,
+        baseline: tuple[float | None, float | None] | None = None,
+        stats: xr.Dataset | None = None,
+        progress: bool = True,
+    ) -> xr.DataArray | xr.Dataset:
+        """Z-score along ``dim``: ``(x - mean) / std``, on power ``|x|²`` for complex data.
+
+        Equal to ``mne.baseline.rescale(power, times, baseline, mode="zscore")``. **Computes**
+        the statistics in one pass (:meth:`stats`) unless ``stats`` is given (then nothing);
+        the z-scored result itself stays lazy, so a window of it computes that window only.
+
+        Parameters
+        ----------
+        dim : str
+            Dimension normalised.
+        baseline : (t0, t1), optional
+            Window of the statistics (seconds, inclusive; ``None`` is an open end); default
+            the whole record.
+        stats : Dataset, optional
+            From :meth:`stats` (possibly saved and reopened): skips the pass.
+        progress : bool
+            Progress bar for the statistics pass.
+
+        Raises
+        ------
+        StatisticsMismatchError
+            ``stats`` that do not fit the data (dims, sizes, complex vs real).
+
+        Examples
+        --------
+        >>> da = xr.DataArray([[1.0], [2.0], [3.0]], dims=("time", "channel"),
+        ...                   attrs={"rate": 10.0})
+        >>> da.zscore(progress=False).values.ravel().round(4)
+        array([-1.2247,  0.    ,  1.2247])
+        """
+        da = self._series()
+        if stats is None:
+            stats = self.stats(dim, baseline=baseline, progress=progress)
+        elif baseline is not None:
+            raise TFRParameterError("pass either baseline= or stats=, not both")
+        _check_stats(stats, da, dim)
+        da = _chunked(da, dim)
+        values = (da.real**2 + da.imag**2) if _stats.quantity(da) == "power" else da
+        with xr.set_options(arithmetic_join="exact", keep_attrs=False):
+            try:
+                z = (values - stats["mean"]) / stats["std"]
+            except ValueError as err:
+                raise StatisticsMismatchError(
+                    f"the statistics' coordinates do not match the data's: {err}"
+                ) from None
+        z = z.transpose(*da.dims)
+        attrs = {k: v for k, v in da.attrs.items() if k not in ("unit", "units")}
+        attrs.update(units="1", zscore_of=stats.attrs.get("quantity", _stats.quantity(da)))
+        if "baseline" in stats.attrs:
+            attrs["zscore_baseline"] = stats.attrs["baseline"]
+        return self._wrap(z.rename(da.name).assign_attrs(attrs))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _series(self) -> xr.DataArray:
+        obj = self._obj
+        if isinstance(obj, xr.DataArray):
+            return obj
+        if "data" not in obj.data_vars:
+            raise KeyError(
+                f"this Dataset has no variable 'data' to analyse; its variables are "
+                f"{list(obj.data_vars)}; use ds[name].ephys instead"
+            )
+        return obj["data"]
+
+    def _wrap(self, result: xr.DataArray) -> xr.DataArray | xr.Dataset:
+        if isinstance(self._obj, xr.DataArray):
+            return result
+        return xr.Dataset({"data": result}, attrs=dict(self._obj.attrs))
+
+    def _apply(
+        self,
+        bank: Any,
+        freqs: Any,
+        rate: float,
+        *,
+        output: str,
+        decim: int,
+        dim: Hashable,
+        params: dict[str, Any],
+    ) -> xr.DataArray | xr.Dataset:
+        da = self._series()
+        if "frequency" in da.dims:
+            raise TFRParameterError("the data already have a 'frequency' dimension")
+        itemsize = 16 if output == "complex" else 8
+        data = _chunked(da, dim, len(bank), bank.halo, itemsize).data
+        y = _tfr.transform(data, bank, output=output, decim=decim, axis=da.get_axis_num(dim))
+        template = da.isel({dim: slice(None, None, int(decim))})
+        dims = (*(d for d in da.dims if d != dim), "frequency", dim)
+        freq = np.atleast_1d(np.asarray(freqs, dtype=np.float64))
+        attrs = {**da.attrs, **params, "output": output, "decim": int(decim)}
+        attrs["rate"] = rate / int(decim)
+        result = xr.DataArray(y, dims=dims, coords=template.coords, name=da.name, attrs=attrs)
+        result = result.assign_coords(
+            frequency=("frequency", freq, {"units": "Hz", "long_name": "frequency"})
+        )
+        return self._wrap(result)
+
+
+class ZscoreAccessor:
+    """``obj.zscore(...)``: the same as ``obj.ephys.zscore(...)``, callable directly.
+
+    Examples
+    --------
+    >>> da = xr.DataArray([[1.0], [3.0]], dims=("time", "channel"), attrs={"rate": 1.0})
+    >>> da.zscore(progress=False).values.ravel()
+    array([-1.,  1.])
+    """
+
+    def __init__(self, obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = obj
+
+    def __call__(
+        self,
+        dim: Hashable = "time",
+        *,
+        baseline: tuple[float | None, float | None] | None = None,
+        stats: xr.Dataset | None = None,
+        progress: bool = True,
+    ) -> xr.DataArray | xr.Dataset:
+        return EphysAccessor(self._obj).zscore(
+            dim, baseline=baseline, stats=stats, progress=progress
+        )
+
+
+for _name in ("ephys", "nwb"):
+    xr.register_dataset_accessor(_name)(EphysAccessor)
+    xr.register_dataarray_accessor(_name)(EphysAccessor)
+xr.register_dataset_accessor("zscore")(ZscoreAccessor)
+xr.register_dataarray_accessor("zscore")(ZscoreAccessor)
+
+
+def _chunked(
+    da: xr.DataArray, dim: Hashable, n_freqs: int = 1, halo: int = 0, itemsize: int = 8
+) -> xr.DataArray:
+    """``da`` itself when chunked, else chunked along ``dim`` only (nothing is read)."""
+    if da.chunks is not None:
+        return da
+    others = int(np.prod([s for d, s in da.sizes.items() if d != dim]))
+    preferred = (da.encoding.get("preferred_chunks") or {}).get(dim)
+    size = _tfr.suggest_time_chunk(
+        da.sizes[dim], others, n_freqs, halo, itemsize=itemsize, preferred=preferred
+    )
+    return da.chunk({dim: size})
+
+
+def _attr_rate(obj: xr.DataArray | xr.Dataset) -> float | None:
+    rate = obj.attrs.get("rate")
+    if rate is None and isinstance(obj, xr.Dataset) and "data" in obj:
+        rate = obj["data"].attrs.get("rate")
+    if rate is None:
+        return None
+    try:
+        value = float(np.asarray(rate).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        raise TimeAxisError(f"the 'rate' attribute must be a number in Hz, got {rate!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise TimeAxisError(f"the 'rate' attribute must be positive, got {rate!r}")
+    return value
+
+
+def _seconds(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind == "M":
+        values = values - values[0]
+    if values.dtype.kind == "m":
+        return values / np.timedelta64(1, "s")
+    if values.dtype.kind not in "iuf":
+        raise TimeAxisError(f"the time coordinate must be numeric or datetime, got {values.dtype}")
+    return values.astype(np.float64, copy=False)
+
+
+def _regular_step(times: np.ndarray, dim: Hashable) -> float:
+    n = times.size
+    if n < 2:
+        raise TimeAxisError(f"{dim!r} has {n} sample(s): cannot tell the sampling rate")
+    step = (times[-1] - times[0]) / (n - 1)
+    tol = _REGULAR_RTOL * abs(step) + 8 * np.spacing(np.max(np.abs(times[[0, -1]])))
+    for lo in range(0, n - 1, 1 << 20):  # bounded memory on long timestamp arrays
+        gaps = np.diff(times[lo : lo + (1 << 20) + 1])
+        worst = float(np.max(np.abs(gaps - step)))
+        if worst > tol:
+            raise TimeAxisError(
+                f"{dim!r} is not regularly sampled (spacing varies by {worst:.3g} s around a mean "
+                f"step of {step:.6g} s); wavelet transforms need a regular time axis — "
+                "resample (e.g. obj.interp) first"
+            )
+    return float(step)
+
+
+def _check_stats(stats: Any, da: xr.DataArray, dim: Hashable) -> None:
+    if not isinstance(stats, xr.Dataset) or not {"mean", "std"} <= set(stats.data_vars):
+        raise StatisticsMismatchError(
+            "stats must be a Dataset with 'mean' and 'std' (from obj.ephys.stats())"
+        )
+    expected = {d: s for d, s in da.sizes.items() if d != dim}
+    for name in ("mean", "std"):
+        got = dict(stats[name].sizes)
+        if dim in got or any(expected.get(d) != s for d, s in got.items()):
+            raise StatisticsMismatchError(
+                f"stats[{name!r}] has sizes {got}; the data need a subset of {expected} "
+                f"(everything but {dim!r})"
+            )
+    quantity = stats.attrs.get("quantity")
+    if quantity is not None and quantity != _stats.quantity(da):
+        raise StatisticsMismatchError(
+            f"the stats describe {quantity!r} but the data would be z-scored on "
+            f"{_stats.quantity(da)!r} (complex data use power, real data their values)"
+        )
