@@ -35,6 +35,8 @@ _EXTRAS = {
     "gcs": ("gcsfs", "gcs"),
 }
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+#: Requests in flight per remote object and process.
+DEFAULT_CONCURRENCY = 16
 _EXPIRED_STATUS = {401, 403, 404, 410}
 
 
@@ -96,7 +98,7 @@ class RemoteObject:
     storage_options: dict[str, Any] = field(default_factory=dict)
     retries: int = 4
     backoff: float = 0.05
-    concurrency: int = 8
+    concurrency: int = field(default_factory=lambda: DEFAULT_CONCURRENCY)
     requests: int = 0
     bytes_read: int = 0
 

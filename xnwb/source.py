@@ -28,9 +28,11 @@ __all__ = ["ByteSource", "is_local"]
 #: Locally a read costs microseconds, so only near-adjacent ranges merge; over a
 #: network a round trip costs milliseconds, worth a good many bytes of gap.
 LOCAL_MAX_GAP = 16 * 2**10
-REMOTE_MAX_GAP = 1 * 2**20
-#: A merged request never grows past this.
+REMOTE_MAX_GAP = 256 * 2**10
+#: A merged request never grows past this (remote: smaller, so a big read is
+#: several concurrent requests rather than one long one).
 DEFAULT_MAX_BLOCK = 32 * 2**20
+REMOTE_MAX_BLOCK = 4 * 2**20
 
 
 def is_local(url: str) -> bool:
@@ -90,7 +92,7 @@ class ByteSource:
         Passed to the fsspec filesystem.
     max_gap, max_block
         Coalescing: ranges closer than ``max_gap`` bytes merge, up to ``max_block``.
-        ``max_gap`` defaults to 16 KiB for local files and 1 MiB otherwise.
+        ``max_gap`` defaults to 16 KiB for local files and 256 KiB otherwise.
 
     Examples
     --------
@@ -108,7 +110,7 @@ class ByteSource:
         storage_options: dict[str, Any] | None = None,
         *,
         max_gap: int | None = None,
-        max_block: int = DEFAULT_MAX_BLOCK,
+        max_block: int | None = None,
     ) -> None:
         self.url = os.fspath(url)
         self.storage_options = dict(storage_options or {})
@@ -116,6 +118,8 @@ class ByteSource:
         if max_gap is None:
             max_gap = LOCAL_MAX_GAP if self._local else REMOTE_MAX_GAP
         self.max_gap = max_gap
+        if max_block is None:
+            max_block = DEFAULT_MAX_BLOCK if self._local else REMOTE_MAX_BLOCK
         self.max_block = max_block
         self._fd: int | None = None
         self._fd_pid: int | None = None
