@@ -194,6 +194,7 @@ class EphysAccessor:
         >>> tfr.dims, tfr.shape, tfr.attrs["rate"], tfr.frequency.values
         (('channel', 'frequency', 'time'), (2, 2, 200), 25.0, array([ 5., 10.]))
         """
+        self._series()  # a Dataset without 'data' is the first thing to report
         rate = sampling_rate(self._obj, dim)
         bank = _tfr.morlet_kernels(rate, freqs, n_cycles, zero_mean=zero_mean)
         cycles = np.broadcast_to(np.asarray(n_cycles, dtype=np.float64), (len(bank),))
@@ -221,6 +222,7 @@ class EphysAccessor:
         >>> da.ephys.cwt([5.0, 10.0], "mexh").dtype
         dtype('float64')
         """
+        self._series()  # a Dataset without 'data' is the first thing to report
         rate = sampling_rate(self._obj, dim)
         bank = _tfr.pywt_kernels(rate, freqs, wavelet, precision=precision)
         params = {"wavelet": str(getattr(wavelet, "name", wavelet))}
@@ -330,8 +332,9 @@ class EphysAccessor:
         da = _chunked(da, dim)
         values = (da.real**2 + da.imag**2) if _stats.quantity(da) == "power" else da
         with xr.set_options(arithmetic_join="exact", keep_attrs=False):
-            try:
-                z = (values - stats["mean"]) / stats["std"]
+            try:  # index coordinates must match; the others are the data's to keep
+                mean, std = (stats[v].reset_coords(drop=True) for v in ("mean", "std"))
+                z = (values - mean) / std
             except ValueError as err:
                 raise StatisticsMismatchError(
                     f"the statistics' coordinates do not match the data's: {err}"
