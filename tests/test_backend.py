@@ -242,3 +242,20 @@ def test_engine_is_guessed_from_extension(nwb_writer):
     assert entry.guess_can_open("x.NWB")
     assert not entry.guess_can_open("x.nc")
     assert not entry.guess_can_open(object())
+
+
+def test_engine_registers_accessors_without_importing_xnwb(nwb_writer):
+    import subprocess
+    import sys
+
+    path = nwb_writer(
+        [dict(name="ElectricalSeries", data=counts(100, 8), rate=RATE, region=range(8))]
+    )
+    code = (
+        "import sys, xarray as xr\n"
+        f"ds = xr.open_dataset({path!r}, engine='nwbzarr')\n"
+        "assert 'xnwb' in sys.modules\n"
+        "print(type(ds.ephys).__name__, type(ds.nwb).__name__, callable(ds.data.zscore))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["EphysAccessor", "EphysAccessor", "True"]

@@ -254,3 +254,36 @@ def test_missing_extra_is_named(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_s3fs)
     with pytest.raises(ImportError, match=r"pip install 'xnwb\[s3\]'"):
         filesystem_for("s3://bucket/rec.nwb")
+
+
+def test_faults_on_every_backend(remote, recording, cache):
+    """A transient 500 is retried to the right bytes; a persistent one is an error."""
+    path, data = recording
+    url = remote.upload("rec.nwb", path)
+    ds = _open(url, remote, cache, mask_and_scale=False)
+    remote.server.inject("rec.nwb", 500, times=1, ranged_only=True)
+    np.testing.assert_array_equal(ds.data[4000:6000].values, data[4000:6000])
+    remote.server.clear_faults()
+    remote.server.inject("rec.nwb", 404, ranged_only=True)
+    with pytest.raises(
+        ChunkReadError, match=r"chunk\(s\) \(\d+, \d+\).*'/acquisition/ElectricalSeries/data'"
+    ):
+        ds.data[8000:9000].values
+
+
+def test_references_into_another_bucket_are_refused(remote, recording, tmp_path):
+    path, _ = recording
+    url = remote.upload("rec.nwb", path)
+    doc = json.loads(xnwb.build_index(path).to_json())
+    other = (
+        url.replace("rec.nwb", "../other-bucket/rec.nwb")
+        if remote.kind == "http"
+        else (url.split("://")[0] + "://another-bucket/rec.nwb")
+    )
+    bad = _hostile(doc, lambda k: True, lambda v: [other, v[1], v[2]])
+    target = tmp_path / "other.json"
+    target.write_text(json.dumps(bad))
+    with pytest.raises(UnsafeReferenceError):
+        xr.open_dataset(
+            url, engine="nwbzarr", index=str(target), storage_options=remote.storage_options
+        )

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from xnwb.exceptions import ChunkReadError
 from xnwb.refs import ArrayRef
 from xnwb.source import ByteSource
 
@@ -124,7 +125,13 @@ def read_selection(
             stored.append(None)
         else:
             stored.append((n, index, None))
-    for n, raw in zip(fetch_at, source.fetch(starts, lengths), strict=True):
+    try:
+        fetched = source.fetch(starts, lengths)
+    except ChunkReadError as err:
+        indices = [tuple(c for c, _, _ in tasks[n]) for n in fetch_at]
+        shown = ", ".join(map(str, indices[:4])) + (", …" if len(indices) > 4 else "")
+        raise ChunkReadError(f"reading chunk(s) {shown} of {path!r}: {err}") from err
+    for n, raw in zip(fetch_at, fetched, strict=True):
         stored[n] = (n, tuple(c for c, _, _ in tasks[n]), raw)
 
     codec = ref.codec

@@ -105,6 +105,10 @@ class RemoteObject:
     def __post_init__(self) -> None:
         self.protocol = urlparse(self.url).scheme
         self.is_http = self.protocol in ("http", "https")
+        if not self.is_http:
+            # s3fs and gcsfs retry transient errors themselves; one more attempt on
+            # top covers what they give up on without multiplying their backoff.
+            self.retries = min(self.retries, 1)
         self._fs: Any = None
         self._target: str | None = None
         self._fingerprint: Fingerprint | None = None
