@@ -317,14 +317,9 @@ def series_dataset(
             attrs[key] = _scalar(data_attrs[key])
     attrs["conversion"] = conversion
     attrs["offset"] = offset
-    root = index.groups.get("", {})
-    for key in ("nwb_version",):
-        if key in root:
-            attrs[key] = _scalar(root[key])
-    for key in ("session_start_time", "identifier"):
-        ref = index.arrays.get(key)
-        if ref is not None and not ref.problem:
-            attrs[key] = str(_scalar(read_array(ref, source, key)))
+    file_level = file_attrs(index, source)
+    file_level.pop("session_description", None)
+    attrs.update(file_level)
 
     time = _time_axis(index, source, path, n, load=True)
     if time.rate is not None:
