@@ -57,14 +57,8 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     ) -> xr.Dataset:
-        _register_accessors()
-        refs, source = open_source(
-            filename_or_obj,
-            storage_options,
-            index=index,
-            index_cache=index_cache,
-            allowed_sources=tuple(allowed_sources),
-            max_chunk_bytes=max_chunk_bytes,
+        refs, source = _open(
+            filename_or_obj, storage_options, index, index_cache, allowed_sources, max_chunk_bytes
         )
         path = pick_series(refs, group)
         ds = series_dataset(refs, source, path, mask_and_scale=mask_and_scale)
@@ -83,14 +77,8 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     ) -> xr.DataTree:
-        _register_accessors()
-        refs, source = open_source(
-            filename_or_obj,
-            storage_options,
-            index=index,
-            index_cache=index_cache,
-            allowed_sources=tuple(allowed_sources),
-            max_chunk_bytes=max_chunk_bytes,
+        refs, source = _open(
+            filename_or_obj, storage_options, index, index_cache, allowed_sources, max_chunk_bytes
         )
         nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=file_attrs(refs, source))}
         for path in find_series(refs):
@@ -124,6 +112,22 @@ def _drop(ds: xr.Dataset, names: str | Iterable[str] | None) -> xr.Dataset:
     return ds.drop_vars([names] if isinstance(names, str) else list(names), errors="ignore")
 
 
-def _register_accessors() -> None:
-    """Importing xnwb registers the accessors; engine users may never import it."""
+def _open(
+    source: str | os.PathLike[Any],
+    storage_options: dict[str, Any] | None,
+    index: Any,
+    index_cache: bool | str | os.PathLike[str],
+    allowed_sources: Iterable[str],
+    max_chunk_bytes: int,
+) -> tuple[Any, Any]:
+    # Importing xnwb registers the accessors; engine users may never import it.
     import xnwb  # noqa: F401
+
+    return open_source(
+        source,
+        storage_options,
+        index=index,
+        index_cache=index_cache,
+        allowed_sources=tuple(allowed_sources),
+        max_chunk_bytes=max_chunk_bytes,
+    )

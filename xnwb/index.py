@@ -211,26 +211,27 @@ def _index_dataset(
     return ref
 
 
+def _inline_ref(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    attrs: dict[str, Any],
+    filters: list[dict[str, Any]] | None,
+    payload: np.ndarray,
+) -> ArrayRef:
+    """A dataset stored in the index itself, as one chunk."""
+    chunks = tuple(max(1, s) for s in shape)
+    ref = ArrayRef.empty(shape, chunks, dtype, filters=filters, attrs=attrs, layout="inline")
+    if all(ref.grid) or not shape:
+        ref.inline[(0,) * len(shape)] = encode_chunk(payload, filters)
+    return ref
+
+
 def _inline_numeric(ds: h5py.Dataset, attrs: dict[str, Any]) -> ArrayRef:
     data = np.array(ds[()], order="C")
     shape = tuple(ds.shape)
-    chunks = tuple(max(1, s) for s in shape)
-    grid = tuple(1 if s else 0 for s in shape)
-    ref = ArrayRef(
-        shape=shape,
-        chunks=chunks,
-        dtype=data.dtype,
-        filters=None,
-        attrs=attrs,
-        offsets=np.full(grid, -1, dtype=np.int64),
-        lengths=np.zeros(grid, dtype=np.int64),
-        layout="inline",
-    )
-    if all(grid) or not shape:
-        padded = np.zeros(chunks, dtype=data.dtype)
-        padded[tuple(slice(0, s) for s in shape)] = data
-        ref.inline[(0,) * len(shape)] = padded.tobytes()
-    return ref
+    padded = np.zeros(tuple(max(1, s) for s in shape), dtype=data.dtype)
+    padded[tuple(slice(0, s) for s in shape)] = data
+    return _inline_ref(shape, data.dtype, attrs, None, padded)
 
 
 def _inline_objects(
@@ -254,23 +255,7 @@ def _inline_objects(
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
     shape = tuple(ds.shape)
-    arr = arr.reshape(shape)
-    filters = [{"id": "vlen-utf8"}]
-    chunks = tuple(max(1, s) for s in shape)
-    grid = tuple(1 if s else 0 for s in shape)
-    ref = ArrayRef(
-        shape=shape,
-        chunks=chunks,
-        dtype=np.dtype(object),
-        filters=filters,
-        attrs=attrs,
-        offsets=np.full(grid, -1, dtype=np.int64),
-        lengths=np.zeros(grid, dtype=np.int64),
-        layout="inline",
-    )
-    if all(grid) or not shape:
-        ref.inline[(0,) * len(shape)] = encode_chunk(arr, filters)
-    return ref
+    return _inline_ref(shape, np.dtype(object), attrs, [{"id": "vlen-utf8"}], arr.reshape(shape))
 
 
 def _rows_per_subchunk(row_bytes: int, max_chunk_bytes: int) -> int:
@@ -290,18 +275,8 @@ def _contiguous(
     rows = min(shape[0], _rows_per_subchunk(row_bytes, max_chunk_bytes)) or 1
     chunks = (rows, *shape[1:])
     n = -(-shape[0] // rows)
-    offsets = np.full((n,) + (1,) * (len(shape) - 1), -1, dtype=np.int64)
-    lengths = np.zeros_like(offsets)
-    ref = ArrayRef(
-        shape=shape,
-        chunks=chunks,
-        dtype=ds.dtype,
-        filters=None,
-        attrs=attrs,
-        offsets=offsets,
-        lengths=lengths,
-        layout="contiguous",
-    )
+    ref = ArrayRef.empty(shape, chunks, ds.dtype, attrs=attrs, layout="contiguous")
+    offsets, lengths = ref.offsets, ref.lengths
     base = ds.id.get_offset()
     if base is None:  # never written: every value is the fill value
         return ref
@@ -378,18 +353,8 @@ def _chunked(
     shape = tuple(ds.shape)
     chunks = tuple(ds.chunks)
     filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    grid = tuple(-(-s // c) for s, c in zip(shape, chunks, strict=True))
-    ref = ArrayRef(
-        shape=shape,
-        chunks=chunks,
-        dtype=ds.dtype,
-        filters=None,
-        attrs=attrs,
-        offsets=np.full(grid, -1, dtype=np.int64),
-        lengths=np.zeros(grid, dtype=np.int64),
-        layout="chunked",
-        stored_chunks=chunks,
-    )
+    ref = ArrayRef.empty(shape, chunks, ds.dtype, attrs=attrs)
+    ref.stored_chunks = chunks
     try:
         ref.filters = hdf5_filters_to_codecs(filters, ds.dtype.itemsize, "/" + name) or None
     except UnsupportedFilterError as err:

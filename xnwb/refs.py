@@ -54,6 +54,30 @@ class ArrayRef:
     layout: str = "chunked"
     stored_chunks: tuple[int, ...] | None = None
 
+    @classmethod
+    def empty(
+        cls,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        dtype: np.dtype,
+        *,
+        filters: list[dict[str, Any]] | None = None,
+        attrs: dict[str, Any] | None = None,
+        layout: str = "chunked",
+    ) -> ArrayRef:
+        """An array with no chunk stored yet (every offset ``-1``)."""
+        grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))
+        return cls(
+            shape=tuple(shape),
+            chunks=tuple(chunks),
+            dtype=np.dtype(dtype),
+            filters=filters,
+            attrs=attrs if attrs is not None else {},
+            offsets=np.full(grid, -1, dtype=np.int64),
+            lengths=np.zeros(grid, dtype=np.int64),
+            layout=layout,
+        )
+
     @property
     def grid(self) -> tuple[int, ...]:
         """Number of chunks along each axis."""
@@ -358,10 +382,8 @@ def _array_from_meta(
     if dtype.kind == "O":
         # vlen strings are only ever inlined; keep their codec for decoding.
         filters = filters or [{"id": "vlen-utf8"}]
-    grid = tuple(-(-s // c) if c else 0 for s, c in zip(shape, chunks, strict=True))
-    offsets = np.full(grid, -1, dtype=np.int64)
-    lengths = np.zeros(grid, dtype=np.int64)
-    inline: dict[tuple[int, ...], bytes] = {}
+    ref = ArrayRef.empty(shape, chunks, dtype, filters=filters or None, attrs=attrs)
+    grid, offsets, lengths, inline = ref.grid, ref.offsets, ref.lengths, ref.inline
     for index, value in chunk_refs:
         if not shape:
             index = ()
@@ -379,6 +401,7 @@ def _array_from_meta(
             lengths[index] = length
         else:
             inline[index] = _decode_inline(value)
+    return ref
     return ArrayRef(
         shape=shape,
         chunks=chunks,
