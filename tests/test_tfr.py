@@ -123,6 +123,14 @@ def test_morlet_numpy_equals_mne(decim, output):
     assert_matches(ours, mne_reference("scalar", decim, output), output)
 
 
+@pytest.mark.parametrize("workers", [1, 3, 16])
+def test_numpy_blocks_and_threads_do_not_show(workers):
+    """The numpy path cuts the record into blocks (one per worker at least) written in place."""
+    long = np.tile(SIGNAL, 4)  # 48 s
+    ref = tfr_array_morlet(long[None], RATE, np.array(FREQS), 7.0, decim=3, verbose=False)[0]
+    assert_matches(tfr.morlet(long, RATE, FREQS, 7.0, decim=3, workers=workers), ref)
+
+
 @pytest.mark.parametrize("zero_mean", [True, False])
 def test_zero_mean_flag_follows_mne(zero_mean):
     ref = tfr_array_morlet(
