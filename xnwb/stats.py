@@ -88,27 +88,36 @@ def values(x: Any) -> Any:
 
 
 def block_moments(x: np.ndarray, axis: int = -1, *, keepdims: bool = False) -> Moments:
-    """Moments of an in-memory block along ``axis`` (two passes over the block, float64).
+    """Moments of an in-memory block along ``axis``, in float64.
+
+    Rows are summarised a few at a time (mean, then squared deviations from it), so the
+    block is read from memory once and temporaries stay in cache.
 
     Examples
     --------
     >>> block_moments(np.array([[1.0, 3.0], [2.0, 2.0]]), axis=1).m2
     array([2., 0.])
     """
-    v = np.asarray(values(np.asarray(x)), dtype=np.float64)
-    shape = list(v.shape)
-    n = shape[axis]
-    shape[axis] = 1
-    count = np.full(shape, n, dtype=np.int64)
-    if n == 0:
-        mean, m2 = np.zeros(shape), np.zeros(shape)
-    else:
-        mean = v.mean(axis=axis, keepdims=True)
-        dev = v - mean
-        m2 = np.square(dev, out=dev).sum(axis=axis, keepdims=True)
-    if not keepdims:
-        count, mean, m2 = (np.squeeze(a, axis=axis) for a in (count, mean, m2))
-    return Moments(count, mean, m2)
+    x = np.moveaxis(np.asarray(x), axis, -1)
+    lead, n = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(int(np.prod(lead, dtype=np.int64)), n)
+    count = np.full(rows.shape[0], n, dtype=np.int64)
+    mean = np.zeros(rows.shape[0])
+    m2 = np.zeros(rows.shape[0])
+    step = max(1, _CACHE_BYTES // (16 * max(n, 1)))  # rows whose temporaries stay in cache
+    for r0 in range(0, rows.shape[0] if n else 0, step):
+        v = np.asarray(values(rows[r0 : r0 + step]), dtype=np.float64)
+        mu = v.mean(axis=1)
+        dev = v - mu[:, None]
+        mean[r0 : r0 + step] = mu
+        m2[r0 : r0 + step] = np.einsum("ij,ij->i", dev, dev)
+    out = [a.reshape(lead) for a in (count, mean, m2)]
+    if keepdims:
+        out = [np.expand_dims(a, axis % (len(lead) + 1)) for a in out]
+    return Moments(*out)
+
+
+_CACHE_BYTES = 2 * 2**20
 
 
 def merge(a: Moments, b: Moments) -> Moments:
