@@ -194,6 +194,22 @@ def bench_stats(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> None:
         )
 
 
+def stats_pass_over(gigabytes: float, rate: float, n_channels: int, chunk: int, decim: int) -> None:
+    """xnwb's statistics pass over a generated recording of ``gigabytes`` (float64 in).
+
+    Chunks are generated inside their tasks (nothing is held up front), as a lazily read
+    recording would be; run under ``/usr/bin/time -v`` to see the peak memory of the pass.
+    """
+    n = int(gigabytes * 1e9 / 8 / n_channels) // chunk * chunk
+    x = da.random.default_rng(0).standard_normal((n, n_channels), chunks=(chunk, n_channels))
+    dt, (mean, _) = timed(lambda: xnwb_stats(x, rate, decim=decim))
+    print(
+        f"stats pass over {n * n_channels * 8 / 1e9:.2f} GB ({n_channels} ch × {n / rate:.0f} s "
+        f"× {rate:g} Hz, chunks of {chunk} samples), decim={decim}: {dt:.1f} s, "
+        f"{n * n_channels * 8 / 1e6 / dt:.0f} MB/s in; mean power {float(mean.mean()):.3g}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=64)
@@ -201,7 +217,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--chunk", type=float, default=10.0, help="dask time chunk, seconds")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--synthetic-gb",
+        type=float,
+        default=None,
+        help="only time the statistics pass over a generated recording of this size "
+        "(run under /usr/bin/time -v for its peak memory)",
+    )
+    parser.add_argument("--decim", type=int, default=1, help="decim of --synthetic-gb")
     args = parser.parse_args(argv)
+    if args.synthetic_gb:
+        chunk = int(args.chunk * args.rate)
+        stats_pass_over(args.synthetic_gb, args.rate, args.channels, chunk, args.decim)
+        return
 
     x = make_data(args.channels, args.seconds, args.rate)
     chunk = int(args.chunk * args.rate)
