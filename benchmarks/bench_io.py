@@ -29,6 +29,17 @@ DATA = f"{SERIES}/data"
 RESULTS = Path(__file__).parent / "results"
 
 
+def _collect_pynwb_garbage() -> None:
+    """Free pynwb's IO objects now, on this thread.
+
+    Left to the garbage collector, an ``NWBHDF5IO.__del__`` can run on zarr's event-loop
+    thread while this thread holds h5py's lock inside kerchunk's walk: a deadlock.
+    """
+    import gc
+
+    gc.collect()
+
+
 def median_time(fn: Callable[[], object], repeat: int) -> float:
     fn()  # warm-up (imports, caches)
     times = []
@@ -61,6 +72,7 @@ def bench_index(path: Path, repeat: int) -> dict[str, float]:
     def pynwb_open() -> None:
         with NWBHDF5IO(str(path), "r") as io:
             io.read()
+        _collect_pynwb_garbage()
 
     def kerchunk_translate() -> None:
         SingleHdf5ToZarr(str(path), inline_threshold=100).translate()
@@ -80,6 +92,7 @@ def bench_index(path: Path, repeat: int) -> dict[str, float]:
 
 # -- readers of the 1 GB file ------------------------------------------------------
 def kerchunk_array(path: Path):
+    _collect_pynwb_garbage()
     import fsspec
     import zarr
     from kerchunk.hdf import SingleHdf5ToZarr
@@ -131,6 +144,8 @@ def bench_window(path: Path, n_windows: int) -> dict[str, float]:
         series = io.read().acquisition["ElectricalSeries"]
         out["pynwb"] = per_window(lambda s: series.data[s : s + rate, 0:4])
         io.close()
+        series = io = None  # drop pynwb's objects before kerchunk runs below
+        _collect_pynwb_garbage()
     ds_raw = xr.open_dataset(path, engine="nwbzarr", mask_and_scale=False)
     out["xnwb (stored counts, isel)"] = per_window(lambda s: ds_raw.data[s : s + rate, 0:4].values)
     ds = xr.open_dataset(path, engine="nwbzarr")
@@ -173,6 +188,8 @@ def bench_full_read(path: Path, kerchunk_fraction: float) -> dict[str, float]:
             tic = time.perf_counter()
             slabs(lambda a, b: series.data[a:b])
             out["pynwb, 1 thread"] = nbytes / (time.perf_counter() - tic) / 1e6
+            series = None
+        _collect_pynwb_garbage()
 
     with dask.config.set(scheduler="threads"):
         ds = xr.open_dataset(path, engine="nwbzarr", mask_and_scale=False, chunks="auto")

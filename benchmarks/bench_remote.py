@@ -135,6 +135,10 @@ def bench(latency: float, read_fraction: float) -> dict[str, dict[str, dict[str,
             full["mb_per_s"] = stop * 64 * 2 / 1e6 / full["seconds"]
             results[label] = {"first open": first, "window": window, "full read": full}
             io.close()
+            del io, series
+            import gc
+
+            gc.collect()  # no pynwb __del__ later on zarr's loop thread (h5py lock deadlock)
 
         # -- kerchunk over fsspec ----------------------------------------------------
         fresh()
