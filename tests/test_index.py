@@ -225,3 +225,27 @@ def test_reads_kerchunk_references(tmp_path):
     index = ReferenceIndex.from_refs(refs)
     assert index.source == str(path)
     np.testing.assert_array_equal(read_array(index.arrays["x"], ByteSource(str(path))), data)
+
+
+def test_fallback_without_chunk_iter_warns_and_agrees(tmp_path):
+    from xnwb.index import XnwbIndexWarning, _chunk_locations
+
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=_signal((3000, 4)), chunks=(256, 4), compression="gzip")
+    with h5py.File(path, "r") as f:
+        fast = _chunk_locations(f["x"], "x")
+
+        class OldDatasetID:  # an h5py built on HDF5 < 1.12.3 has no chunk_iter
+            def __init__(self, dsid):
+                self.get_num_chunks = dsid.get_num_chunks
+                self.get_chunk_info = dsid.get_chunk_info
+
+        class OldDataset:
+            shape = f["x"].shape
+            id = OldDatasetID(f["x"].id)
+
+        with pytest.warns(XnwbIndexWarning, match="quadratic"):
+            slow = _chunk_locations(OldDataset(), "x")
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)

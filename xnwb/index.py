@@ -120,6 +120,10 @@ def index_hdf5(
     return ReferenceIndex(source=source, groups=groups, arrays=arrays, info=info)
 
 
+class XnwbIndexWarning(UserWarning):
+    """Indexing works, but slowly or with a workaround."""
+
+
 class _Skip(Exception):
     """A dataset the index leaves out, with the reason."""
 
@@ -318,14 +322,14 @@ def _chunk_locations(ds: h5py.Dataset, name: str) -> tuple[np.ndarray, ...]:
         finally:
             if was_enabled:
                 gc.enable()
-    else:  # pragma: no cover - HDF5 < 1.12.3
+    else:  # HDF5 < 1.12.3
         n = ds.id.get_num_chunks()
-        if n > 10_000:
-            warnings.warn(
-                f"{name!r}: this HDF5 library lacks chunk_iter; listing {n} chunks one by one "
-                "is slow (quadratic). Upgrade h5py/HDF5 for fast indexing.",
-                stacklevel=3,
-            )
+        warnings.warn(
+            f"{name!r}: this HDF5 library lacks chunk_iter, so its {n} chunks are listed one "
+            "by one, which takes quadratic time; upgrade h5py/HDF5 for fast indexing",
+            XnwbIndexWarning,
+            stacklevel=3,
+        )
         infos = [ds.id.get_chunk_info(i) for i in range(n)]
     if not infos:
         empty = np.zeros(0, dtype=np.int64)
