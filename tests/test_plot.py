@@ -95,3 +95,14 @@ def test_browse_redraws_only_the_new_window(recording, fetch_log):
     slider.value = 30.0
     assert len(fetch_log) == 2  # one more window, one more chunk
     assert fetch_log[-1] != fetch_log[0]
+
+
+def test_accessor_plots_a_window_of_the_zscored_transform(recording):
+    path, _ = recording
+    ds = xr.open_dataset(path, engine="nwbzarr", chunks={})
+    z = ds.ephys.morlet([10.0, 20.0, 40.0], n_cycles=5).zscore(progress=False)
+    fig = z.ephys.plot_window(start=10.0, duration=2.0, channels=[103])
+    mesh = fig.axes[0].collections[0]
+    assert mesh.get_array().size == 3 * 2000
+    fig = ds.ephys.plot_window(start=10.0, duration=0.5, channels=[100, 101, 102])
+    assert len(fig.axes[0].lines) == 3

@@ -346,6 +346,30 @@ class EphysAccessor:
             attrs["zscore_baseline"] = stats.attrs["baseline"]
         return self._wrap(z.rename(da.name).assign_attrs(attrs))
 
+    # -- looking ------------------------------------------------------------------------
+
+    def plot_window(
+        self,
+        start: float,
+        duration: float,
+        channels: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Plot ``duration`` s from ``start``: traces, or a spectrogram per channel.
+
+        **Loads** only that window (on a lazy transform: its chunks plus their halo).
+        See :func:`xnwb.plot.plot_window`.
+        """
+        from xnwb.plot import plot_window
+
+        return plot_window(self._series(), start, duration, channels, **kwargs)
+
+    def browse(self, *, duration: float = 1.0, channels: Any = None) -> Any:
+        """An ipywidgets viewer that loads one window at a time (:func:`xnwb.plot.browse`)."""
+        from xnwb.plot import browse
+
+        return browse(self._series(), duration=duration, channels=channels)
+
     # -- helpers --------------------------------------------------------------------------
 
     def _series(self) -> xr.DataArray:
