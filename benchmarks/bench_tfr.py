@@ -210,6 +210,55 @@ def stats_pass_over(gigabytes: float, rate: float, n_channels: int, chunk: int, 
     )
 
 
+def stats_pass_over_nwb(gigabytes: float, chunk_seconds: float, decims: list[int]) -> None:
+    """Both statistics passes over a generated NWB recording opened with ``engine="nwbzarr"``.
+
+    A pynwb file of ``gigabytes`` of int16 samples (64 ch × 1 kHz, gzip+shuffle chunks of
+    (10000, 16)), read lazily in ``chunk_seconds`` blocks of all channels, in volts (float64).
+    The seed pipeline's error is measured against xnwb's statistics (equal to MNE's).
+    """
+    import sys
+    from pathlib import Path
+
+    import xarray as xr
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from datasets import DATA_DIR, write_recording
+
+    rate, n_channels = 1000.0, 64
+    seconds = round(gigabytes * 1e9 / 2 / n_channels / rate)
+    path = DATA_DIR / f"lfp_64ch_1khz_{seconds}s.nwb"
+    if not path.exists():
+        write_recording(
+            path, n_channels=n_channels, rate=rate, duration=seconds, chunks=(10000, 16)
+        )
+    chunk = int(chunk_seconds * rate)
+    ds = xr.open_dataset(path, engine="nwbzarr", chunks={"time": chunk, "channel": -1})
+    x = ds["data"].data
+    print(
+        f"NWB recording {path.name}: {x.shape[1]} ch × {x.shape[0] / rate:.0f} s × {rate:g} Hz "
+        f"int16 ({x.shape[0] * x.shape[1] * 2 / 1e9:.2f} GB stored samples, "
+        f"{path.stat().st_size / 1e9:.2f} GB file), dask chunks of {chunk} samples\n"
+    )
+    print(
+        "| decim | seed pipeline, s | xnwb one pass, s | speed-up "
+        "| seed mean / std max rel. error |"
+    )
+    print("|---|---:|---:|---:|---|")
+    for decim in decims:
+        t_ours, (mean, std) = timed(
+            lambda decim=decim: dask.compute(*xnwb_stats(x, rate, decim=decim))
+        )
+        t_seed, (s_mean, s_std) = timed(lambda decim=decim: seed_stats(x, rate, decim=decim))
+        err_mean = float(np.max(np.abs(s_mean - mean) / mean))
+        err_std = float(np.max(np.abs(s_std - std) / std))
+        print(
+            f"| {decim} | {t_seed:.1f} | {t_ours:.1f} | {t_seed / t_ours:.1f}× | "
+            f"{100 * err_mean:.2f}% / {100 * err_std:.2f}% |",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=64)
@@ -225,7 +274,16 @@ def main(argv: list[str] | None = None) -> None:
         "(run under /usr/bin/time -v for its peak memory)",
     )
     parser.add_argument("--decim", type=int, default=1, help="decim of --synthetic-gb")
+    parser.add_argument(
+        "--nwb-gb",
+        type=float,
+        default=None,
+        help="only compare the statistics passes over a generated NWB recording of this size",
+    )
     args = parser.parse_args(argv)
+    if args.nwb_gb:
+        stats_pass_over_nwb(args.nwb_gb, args.chunk, [1, 10])
+        return
     if args.synthetic_gb:
         chunk = int(args.chunk * args.rate)
         stats_pass_over(args.synthetic_gb, args.rate, args.channels, chunk, args.decim)
