@@ -39,6 +39,27 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print("10 ms of channels 0-2 (volts):")
     print(window.to_pandas().head())
+
+    import numpy as np
+
+    freqs = np.geomspace(4.0, 100.0, 12)
+    tic = time.perf_counter()
+    z = ds.ephys.morlet(freqs, n_cycles=7.0, decim=4).zscore(progress=False)
+    print()
+    print(
+        f"Morlet power z-scored over the whole recording (statistics pass: "
+        f"{time.perf_counter() - tic:.2f} s); still lazy:"
+    )
+    print(z.data)
+    band = z.data.sel(channel=0, time=slice(0.5, 1.5)).mean("time").compute()
+    print()
+    print("mean z-score of channel 0 in 0.5-1.5 s, by frequency (theta and a gamma burst):")
+    print(band.to_pandas().round(2).to_string())
+    if args.plot:
+        fig = z.ephys.plot_window(start=0.5, duration=1.0, channels=[0])
+        out = os.path.join(out_dir, "zscore_window.png")
+        fig.savefig(out, dpi=80)
+        print(f"\nplot of that window: {out}")
     return 0
 
 
@@ -67,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", help="folder for the demo file (default: a temporary folder)")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
     demo.add_argument("--channels", type=int, default=16, help="channels (default 16)")
+    demo.add_argument("--plot", action="store_true", help="save a PNG of a z-scored window")
     demo.set_defaults(func=_demo)
     lister = sub.add_parser("list", help="list the time series of an NWB file")
     lister.add_argument("source")

@@ -147,6 +147,8 @@ def _plot_spectrogram(window: xr.DataArray, **kwargs: Any) -> Any:
     if np.iscomplexobj(window.values):
         window = np.abs(window) ** 2
         label = "power"
+    elif "zscore_of" in window.attrs:
+        label = f"z-score of {window.attrs['zscore_of']}"
     else:
         label = window.attrs.get("output", window.name or "value")
     channels = window["channel"].values if "channel" in window.dims else [None]
