@@ -193,7 +193,8 @@ def test_zscore_with_given_stats_computes_nothing():
 
 def test_a_window_of_the_zscore_reads_only_its_chunks():
     ds, reads = counted_recording(chunk=400)
-    z = ds.ephys.morlet(FREQS).zscore(progress=False)  # halo: 5 Hz, 7 cycles -> 222 samples
+    # Blocks of 400 samples (the default plan takes eight halos, most of this short record).
+    z = ds.ephys.morlet(FREQS, chunks={"time": 400}).zscore(progress=False)  # halo: 222
     reads.reset()
     window = z.data.sel(time=slice(START + 6.0, START + 7.0), channel=101)  # samples 1200–1400
     with raise_if_dask_computes(max_computes=1):

@@ -32,6 +32,14 @@ CHUNKINGS = {
 }
 OUTPUTS = ("complex", "power", "amplitude", "phase")
 TOL = 1e-10
+# Transform blocks: the memory plan (one block on this short record) and explicit plans whose
+# seams fall everywhere: a block as short as the halo, uneven rows, a ragged last block.
+BLOCKS = {
+    "planned": None,
+    "halo-long blocks, one row": {0: 1, 1: 348},
+    "400-sample blocks, two rows": {0: 2, 1: 400},
+    "1001-sample blocks": {1: 1001},
+}
 
 
 def bursts(n_channels: int = 3, n_times: int = N_TIMES, seed: int = 0) -> np.ndarray:
@@ -104,14 +112,19 @@ def test_kernel_bank_hash_and_pickle():
 # -- equality with MNE -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("blocks", list(BLOCKS))
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
 @pytest.mark.parametrize("decim", [1, 3, 7])
 @pytest.mark.parametrize("cycles", list(CYCLES))
-def test_morlet_equals_mne_for_every_chunking(chunking, decim, cycles):
+def test_morlet_equals_mne_for_every_chunking(chunking, decim, cycles, blocks):
     x = da.from_array(SIGNAL, chunks=((1, 2), CHUNKINGS[chunking]))
     for output in OUTPUTS:
-        ours = tfr.morlet(x, RATE, FREQS, CYCLES[cycles], output=output, decim=decim)
+        ours = tfr.morlet(
+            x, RATE, FREQS, CYCLES[cycles], output=output, decim=decim, chunks=BLOCKS[blocks]
+        )
         assert ours.chunks[-2] == (len(FREQS),)
+        if BLOCKS[blocks] and 0 in BLOCKS[blocks]:
+            assert max(ours.chunks[0]) == BLOCKS[blocks][0]
         assert_matches(ours.compute(), mne_reference(cycles, decim, output), output)
 
 
@@ -230,7 +243,9 @@ def test_morlet_computes_and_reads_nothing():
 @pytest.mark.parametrize("chunk", [400, 250])
 def test_window_reads_only_its_chunks_and_halo(decim, chunk):
     x, reads = counted_array(SIGNAL, chunks=(3, chunk))
-    y = tfr.morlet(x, RATE, FREQS, 7.0, decim=decim)
+    # Blocks as long as the input chunks (explicit chunks=; the default plan would take the
+    # whole 3000-sample record as one block of eight halos).
+    y = tfr.morlet(x, RATE, FREQS, 7.0, decim=decim, chunks={1: chunk})
     halo = morlet_kernels(RATE, FREQS).halo  # 348 samples
     size = chunk if chunk >= halo else 2 * chunk  # 250-sample chunks are merged in pairs
     start, stop = 1500, 1700  # 6.0–6.8 s

@@ -156,11 +156,16 @@ class EphysAccessor:
         output: str = "complex",
         decim: int = 1,
         dim: Hashable = "time",
+        chunks: dict[Hashable, int] | None = None,
     ) -> xr.DataArray | xr.Dataset:
         """Morlet wavelet transform, identical to ``mne.time_frequency.tfr_array_morlet``.
 
-        Lazy: computes nothing. Computing a window of the result reads and transforms only
-        the chunks under the window plus a halo (half the longest wavelet) on each side.
+        Lazy: computes nothing. The transform runs in blocks planned by memory, not by the
+        file's storage chunks: a few channels and about eight halos (half the longest
+        wavelet) of time per block, shrunk until one block's peak memory fits dask's
+        ``array.chunk-size`` (see :func:`xnwb.blocks.plan_blocks`). Computing a window of
+        the result transforms only the blocks of the window's channels and times, and reads
+        only their samples plus the halo.
 
         Parameters
         ----------
@@ -175,6 +180,9 @@ class EphysAccessor:
             Keep every ``decim``-th sample, as MNE's ``decim`` (computed at the low rate).
         dim : str
             The time dimension.
+        chunks : dict, optional
+            Block sizes of the transform, ``{dim: samples, "channel": channels}`` (input
+            samples, before ``decim``); what is not given is planned by memory.
 
         Returns
         -------
@@ -199,7 +207,9 @@ class EphysAccessor:
         bank = _tfr.morlet_kernels(rate, freqs, n_cycles, zero_mean=zero_mean)
         cycles = np.broadcast_to(np.asarray(n_cycles, dtype=np.float64), (len(bank),))
         params = {"wavelet": "morlet", "n_cycles": cycles.copy(), "zero_mean": int(zero_mean)}
-        return self._apply(bank, freqs, rate, output=output, decim=decim, dim=dim, params=params)
+        return self._apply(
+            bank, freqs, rate, output=output, decim=decim, dim=dim, params=params, chunks=chunks
+        )
 
     def cwt(
         self,
@@ -210,11 +220,12 @@ class EphysAccessor:
         decim: int = 1,
         dim: Hashable = "time",
         precision: int = 12,
+        chunks: dict[Hashable, int] | None = None,
     ) -> xr.DataArray | xr.Dataset:
         """Continuous wavelet transform with a PyWavelets wavelet (as ``pywt.cwt``, FFT method).
 
-        Same engine, laziness and result layout as :meth:`morlet`; see :func:`xnwb.tfr.cwt`
-        for the equivalence with PyWavelets.
+        Same engine, block plan (``chunks=``), laziness and result layout as :meth:`morlet`;
+        see :func:`xnwb.tfr.cwt` for the equivalence with PyWavelets.
 
         Examples
         --------
@@ -226,7 +237,9 @@ class EphysAccessor:
         rate = sampling_rate(self._obj, dim)
         bank = _tfr.pywt_kernels(rate, freqs, wavelet, precision=precision)
         params = {"wavelet": str(getattr(wavelet, "name", wavelet))}
-        return self._apply(bank, freqs, rate, output=output, decim=decim, dim=dim, params=params)
+        return self._apply(
+            bank, freqs, rate, output=output, decim=decim, dim=dim, params=params, chunks=chunks
+        )
 
     def stats(
         self,
@@ -398,13 +411,16 @@ class EphysAccessor:
         decim: int,
         dim: Hashable,
         params: dict[str, Any],
+        chunks: dict[Hashable, int] | None = None,
     ) -> xr.DataArray | xr.Dataset:
         da = self._series()
         if "frequency" in da.dims:
             raise TFRParameterError("the data already have a 'frequency' dimension")
-        itemsize = 16 if output == "complex" else 8
-        data = _chunked(da, dim, len(bank), bank.halo, itemsize).data
-        y = _tfr.transform(data, bank, output=output, decim=decim, axis=da.get_axis_num(dim))
+        blocks = _block_chunks(da, dim, chunks)
+        data = _chunked(da, dim).data
+        y = _tfr.transform(
+            data, bank, output=output, decim=decim, axis=da.get_axis_num(dim), chunks=blocks
+        )
         template = da.isel({dim: slice(None, None, int(decim))})
         dims = (*(d for d in da.dims if d != dim), "frequency", dim)
         freq = np.atleast_1d(np.asarray(freqs, dtype=np.float64))
@@ -450,18 +466,41 @@ xr.register_dataset_accessor("zscore")(ZscoreAccessor)
 xr.register_dataarray_accessor("zscore")(ZscoreAccessor)
 
 
-def _chunked(
-    da: xr.DataArray, dim: Hashable, n_freqs: int = 1, halo: int = 0, itemsize: int = 8
-) -> xr.DataArray:
-    """``da`` itself when chunked, else chunked along ``dim`` only (nothing is read)."""
+def _chunked(da: xr.DataArray, dim: Hashable) -> xr.DataArray:
+    """``da`` itself when chunked, else a dask array over it (nothing is read).
+
+    A file opened lazily is chunked as its backend prefers (whole storage chunks, sized for
+    dask), so a whole pass reads each stored chunk once; the transform re-splits those
+    chunks into its own blocks, and a window's reads are narrowed to its slice by dask.
+    Data already in memory become one chunk: the transform's blocks are views of it.
+    """
     if da.chunks is not None:
         return da
+    # (xarray has no public "is this loaded?"; .data would load a lazy backend array.)
+    if da.variable._in_memory:
+        return da.chunk({d: -1 for d in da.dims})
+    preferred = da.encoding.get("preferred_chunks") or {}
+    if preferred:
+        return da.chunk({d: preferred.get(d, -1) for d in da.dims})
     others = int(np.prod([s for d, s in da.sizes.items() if d != dim]))
-    preferred = (da.encoding.get("preferred_chunks") or {}).get(dim)
-    size = _tfr.suggest_time_chunk(
-        da.sizes[dim], others, n_freqs, halo, itemsize=itemsize, preferred=preferred
-    )
-    return da.chunk({dim: size})
+    itemsize = np.dtype(da.dtype).itemsize
+    return da.chunk({dim: _tfr.suggest_time_chunk(da.sizes[dim], others, 1, 0, itemsize=itemsize)})
+
+
+def _block_chunks(
+    da: xr.DataArray, dim: Hashable, chunks: dict[Hashable, int] | None
+) -> dict[int, int] | None:
+    """``chunks=`` of morlet/cwt by dimension name, as axes of the array transform."""
+    if chunks is None:
+        return None
+    if not isinstance(chunks, dict):
+        raise TFRParameterError(
+            f"chunks must be a dict such as {{{str(dim)!r}: 60000, 'channel': 4}}, got {chunks!r}"
+        )
+    unknown = [d for d in chunks if d not in da.dims]
+    if unknown:
+        raise TFRParameterError(f"chunks names {unknown}, which are not dims of {tuple(da.dims)}")
+    return {da.get_axis_num(d): int(c) for d, c in chunks.items()}
 
 
 def _attr_rate(obj: xr.DataArray | xr.Dataset) -> float | None:

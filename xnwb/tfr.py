@@ -30,17 +30,20 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from xnwb.blocks import BlockPlan, plan_blocks
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
 from xnwb.wavelets import KernelBank, morlet_kernels, pywt_kernels
 
 __all__ = [
     "OUTPUTS",
+    "BlockPlan",
     "KernelBank",
     "cwt",
     "fft_length",
     "merge_small_chunks",
     "morlet",
     "morlet_kernels",
+    "plan_blocks",
     "pywt_kernels",
     "suggest_time_chunk",
     "transform",
@@ -60,6 +63,7 @@ def morlet(
     decim: int = 1,
     axis: int = -1,
     workers: int | None = None,
+    chunks: dict[int, int] | None = None,
 ) -> Any:
     """Morlet time-frequency transform, equal to MNE's ``tfr_array_morlet``.
 
@@ -85,6 +89,9 @@ def morlet(
         Time axis of ``x``.
     workers : int, optional
         Threads for numpy input (default: all CPUs); dask input uses dask's scheduler.
+    chunks : dict, optional
+        Dask input only: ``{axis: size}`` for the time and channel axes of the transform's
+        blocks, overriding the memory plan (see :func:`transform`).
 
     Returns
     -------
@@ -111,7 +118,7 @@ def morlet(
     True
     """
     bank = morlet_kernels(sfreq, freqs, n_cycles, zero_mean=zero_mean)
-    return transform(x, bank, output=output, decim=decim, axis=axis, workers=workers)
+    return transform(x, bank, output=output, decim=decim, axis=axis, workers=workers, chunks=chunks)
 
 
 def cwt(
@@ -125,6 +132,7 @@ def cwt(
     axis: int = -1,
     precision: int = 12,
     workers: int | None = None,
+    chunks: dict[int, int] | None = None,
 ) -> Any:
     """Continuous wavelet transform with any PyWavelets wavelet, chunked and seam-free.
 
@@ -137,7 +145,7 @@ def cwt(
 
     Parameters
     ----------
-    x, sfreq, freqs, output, decim, axis, workers
+    x, sfreq, freqs, output, decim, axis, workers, chunks
         As in :func:`morlet`.
     wavelet : str or pywt.ContinuousWavelet
         A PyWavelets continuous wavelet, e.g. ``"cmor1.5-1.0"``, ``"morl"``, ``"mexh"``.
@@ -157,7 +165,7 @@ def cwt(
     True
     """
     bank = pywt_kernels(sfreq, freqs, wavelet, precision=precision)
-    return transform(x, bank, output=output, decim=decim, axis=axis, workers=workers)
+    return transform(x, bank, output=output, decim=decim, axis=axis, workers=workers, chunks=chunks)
 
 
 def transform(
@@ -168,6 +176,7 @@ def transform(
     decim: int = 1,
     axis: int = -1,
     workers: int | None = None,
+    chunks: dict[int, int] | None = None,
 ) -> Any:
     """Apply a kernel bank along ``axis`` of a numpy or dask array (the engine).
 
@@ -184,6 +193,11 @@ def transform(
         Time axis.
     workers : int, optional
         Threads for numpy input (default: all CPUs).
+    chunks : dict, optional
+        Dask input only: block sizes ``{axis: size}`` overriding the memory plan of
+        :func:`xnwb.blocks.plan_blocks` — ``axis`` (time) and the last other axis (channels);
+        what is not given is planned so each task stays within dask's ``array.chunk-size``.
+        The input's own chunks never decide the blocks: they are read once and re-split.
 
     Returns
     -------
@@ -224,7 +238,7 @@ def transform(
     dtype = _out_dtype(output, bank.real and not complex_in)
     spec = _BlockSpec(bank, axis, bank.halo, decim, output, dtype, complex_in)
     if is_dask:
-        return _transform_dask(x, spec)
+        return _transform_dask(x, spec, _block_plan(x, spec, chunks))
     return _transform_numpy(x, spec, workers)
 
 
@@ -343,16 +357,53 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
     return out
 
 
-def _transform_dask(x: Any, spec: _BlockSpec) -> Any:
+def _block_plan(x: Any, spec: _BlockSpec, chunks: dict[int, int] | None) -> BlockPlan:
+    """The memory plan of ``x``'s transform blocks (dask input), with ``chunks`` overrides."""
+    axis = spec.axis
+    others = [a for a in range(x.ndim) if a != axis]
+    given = {int(a) % x.ndim: int(c) for a, c in (chunks or {}).items()}
+    for a, c in given.items():
+        if c < 1 or (a != axis and (not others or a != others[-1])):
+            raise TFRParameterError(
+                f"chunks may set the time axis ({axis}) and the channel axis "
+                f"({others[-1] if others else None}) to positive sizes; got {chunks!r}"
+            )
+    lead = math.prod(x.shape[a] for a in others[:-1]) if others else 1
+    return plan_blocks(
+        x.shape[axis],
+        (x.shape[others[-1]] if others else 1) * lead,
+        len(spec.bank),
+        spec.halo,
+        decim=spec.decim,
+        out_itemsize=spec.dtype.itemsize,
+        in_itemsize=np.dtype(x.dtype).itemsize,
+        complex_in=spec.complex_in,
+        rows=given.get(others[-1]) if others else None,
+        time=given.get(axis),
+    )
+
+
+def _time_chunks(n: int, block: int, halo: int) -> tuple[int, ...]:
+    """Blocks of ``block`` samples; a last remainder shorter than the halo joins its neighbour."""
+    chunks = (block,) * (n // block) + ((n % block,) if n % block else ())
+    return merge_small_chunks(chunks, max(halo, 1))
+
+
+def _transform_dask(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
     import dask.array as da
     from dask.base import tokenize
 
     h, q = spec.halo, spec.decim
     x = da.moveaxis(x, spec.axis, -1)
     axis = x.ndim - 1
-    chunks_t = merge_small_chunks(x.chunks[axis], max(h, 1))
-    if chunks_t != x.chunks[axis]:
-        x = x.rechunk({axis: chunks_t})
+    # Blocks planned by memory: a few channels (the last other axis; any axes before it one
+    # row at a time) and about eight halos of time; never the storage layout's grouping.
+    rows = max(1, min(plan.rows, x.shape[-2])) if x.ndim > 1 else 1
+    chunks_t = _time_chunks(x.shape[axis], plan.time, h)
+    target = (*((1,) * (x.ndim - 2)), rows, chunks_t) if x.ndim > 1 else (chunks_t,)
+    target_chunks = da.core.normalize_chunks(target, x.shape)
+    if target_chunks != x.chunks:
+        x = x.rechunk(target_chunks)
     starts = tuple(int(s) for s in np.cumsum((0, *chunks_t[:-1])))
     nfft = fft_length(max(chunks_t) + 2 * h, q)
     xo = da.overlap.overlap(x, depth={axis: h}, boundary={axis: 0}) if h else x

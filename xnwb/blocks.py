@@ -1,0 +1,197 @@
+"""Block plans for the chunked transform: how many channels and samples one dask task takes.
+
+The transform's blocks are planned by memory, not by how the file happens to be stored. A
+wavelet transform multiplies the data: one float64 sample in becomes ``n_freqs`` complex128
+samples out, and its FFT work buffers are as long as the block plus two halos. So a block that
+spans every channel of a 121-channel storage chunk at 30 kHz holds gigabytes, and a one-channel
+window that lands in it transforms all 121 channels. A plan instead takes
+
+- **a few channels** per block (``max_rows``, 4 by default): a window of ``k`` channels
+  computes only the blocks of those channels' groups;
+- **time blocks of about eight halos** (the halo is half the longest wavelet), so the overlap
+  re-transformed at each seam stays near a quarter of the work, a multiple of ``decim`` so every
+  block starts on the decimated grid;
+- both reduced until the estimated peak memory of one task (input, FFT buffers, result and the
+  kernel spectra) fits ``target_bytes`` — dask's ``array.chunk-size`` unless given — whatever the
+  channel count, sampling rate, number of frequencies and ``decim``.
+
+Examples
+--------
+>>> plan = plan_blocks(36_000_000, 124, n_freqs=20, halo=16711, decim=30,
+...                    target_bytes=128 * 2**20)
+>>> plan.rows, plan.time, plan.peak_bytes <= 128 * 2**20
+(4, 133710, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import scipy.fft as sfft
+
+__all__ = ["DEFAULT_MAX_ROWS", "BlockPlan", "block_peak_bytes", "plan_blocks"]
+
+DEFAULT_MAX_ROWS = 4  # channels per block: what a one-channel window transforms at most
+HALOS_PER_BLOCK = 8  # block length in halos: the overlap is 2/8 of the work
+MIN_BLOCK = 1024  # samples: below this, per-task overheads dominate short kernels
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One task's share of a transform.
+
+    Attributes
+    ----------
+    rows : int
+        Signals (channels) per block.
+    time : int
+        Samples per block along time (the last block may hold up to ``halo`` more).
+    halo : int
+        Samples borrowed from each neighbour.
+    nfft : int
+        FFT length of one extended block.
+    peak_bytes : int
+        Estimated peak memory of one task, kernel spectra included.
+    """
+
+    rows: int
+    time: int
+    halo: int
+    nfft: int
+    peak_bytes: int
+
+
+def _fft_length(n: int, decim: int) -> int:
+    return decim * sfft.next_fast_len(-(-int(n) // decim))
+
+
+def block_peak_bytes(
+    rows: int,
+    time: int,
+    halo: int,
+    n_freqs: int,
+    *,
+    decim: int = 1,
+    out_itemsize: int = 16,
+    in_itemsize: int = 8,
+    complex_in: bool = False,
+) -> int:
+    """Estimated peak memory of transforming one block of ``rows × time`` samples.
+
+    Counts what :func:`xnwb.tfr.transform` holds at once for a block: the extended input
+    (twice: dask's overlap assembles it from its neighbours' pieces), the zero-padded FFT
+    buffer and its spectrum, the inverse-FFT work arrays (``decim > 1``: the folded products),
+    the result, and the kernel spectra for this FFT length (cached once per process).
+
+    Examples
+    --------
+    >>> block_peak_bytes(1, 10_000, 1_000, 20) // 2**20  # MiB
+    7
+    """
+    q = max(1, int(decim))
+    ext = time + 2 * halo
+    nfft = _fft_length(ext, q)
+    n_out = -(-time // q)
+    buf_item = 16 if complex_in else 8
+    total = 2 * rows * ext * in_itemsize  # the extended block and the pieces it came from
+    total += rows * nfft * (buf_item + 16)  # padded buffer and its spectrum
+    if q == 1:
+        total += 2 * max(1, min(rows, (2 * 2**20) // (16 * nfft))) * nfft * 16  # row batches
+    else:
+        total += 2 * (nfft // q) * rows * n_freqs * 16  # folded products and their inverse
+    total += rows * n_freqs * n_out * out_itemsize  # the result
+    total += n_freqs * nfft * 16  # kernel spectra (shared by the tasks of one process)
+    return int(total)
+
+
+def plan_blocks(
+    n_times: int,
+    n_rows: int,
+    n_freqs: int,
+    halo: int,
+    *,
+    decim: int = 1,
+    out_itemsize: int = 16,
+    in_itemsize: int = 8,
+    complex_in: bool = False,
+    target_bytes: int | None = None,
+    rows: int | None = None,
+    time: int | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> BlockPlan:
+    """Plan transform blocks whose peak memory stays within ``target_bytes``.
+
+    Parameters
+    ----------
+    n_times, n_rows : int
+        Samples along time; signals (channels and any other axes) in all.
+    n_freqs : int
+        Kernels in the bank.
+    halo : int
+        The bank's halo (:attr:`xnwb.wavelets.KernelBank.halo`).
+    decim : int
+        Output decimation; block lengths are multiples of it.
+    out_itemsize, in_itemsize : int
+        Bytes per output and input sample (16 for complex output, 8 for real).
+    complex_in : bool
+        Complex input signals.
+    target_bytes : int, optional
+        Memory bound of one task; default dask's ``array.chunk-size`` (128 MiB unless set).
+    rows, time : int, optional
+        Fix either (an explicit ``chunks=``); the other is planned around it. A fixed
+        ``time`` is rounded up to a multiple of ``decim`` and to at least the halo.
+    max_rows : int
+        Most signals per block when ``rows`` is not fixed.
+
+    Returns
+    -------
+    BlockPlan
+
+    Examples
+    --------
+    >>> p = plan_blocks(1_800_000, 384, 20, halo=16711, target_bytes=128 * 2**20)
+    >>> p.rows, p.time, p.peak_bytes <= 128 * 2**20     # full rate, complex: one channel
+    (1, 133688, True)
+    >>> plan_blocks(600_000, 64, 20, halo=557, decim=10, rows=8, time=5000).time
+    5000
+    """
+    if target_bytes is None:
+        import dask
+
+        target_bytes = int(dask.utils.parse_bytes(dask.config.get("array.chunk-size")))
+    q = max(1, int(decim))
+    h = max(0, int(halo))
+    n_times, n_rows = max(1, int(n_times)), max(1, int(n_rows))
+
+    def round_time(t: int) -> int:
+        t = max(int(t), h, 1)
+        t = -(-t // q) * q  # every block starts on the decimated grid
+        return min(t, -(-n_times // q) * q)
+
+    def peak(r: int, t: int) -> int:
+        return block_peak_bytes(
+            r,
+            t,
+            h,
+            n_freqs,
+            decim=q,
+            out_itemsize=out_itemsize,
+            in_itemsize=in_itemsize,
+            complex_in=complex_in,
+        )
+
+    t = round_time(time if time is not None else max(HALOS_PER_BLOCK * h, MIN_BLOCK))
+    if rows is not None:
+        r = max(1, min(int(rows), n_rows))
+    else:
+        r = max(1, min(int(max_rows), n_rows))
+        while r > 1 and peak(r, t) > target_bytes:
+            r -= 1
+    if time is None:
+        # Shorter blocks cost a larger halo share, but memory is the bound that matters.
+        floor = round_time(max(2 * h, MIN_BLOCK))
+        while t > floor and peak(r, t) > target_bytes:
+            t = round_time(max(floor, t * 3 // 4))
+    return BlockPlan(
+        rows=r, time=t, halo=h, nfft=_fft_length(min(t, n_times) + 2 * h, q), peak_bytes=peak(r, t)
+    )
