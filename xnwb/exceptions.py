@@ -77,3 +77,13 @@ __all__ += [
     "TFRParameterError",
     "TimeAxisError",
 ]
+
+
+class ChannelNotFoundError(XnwbError, KeyError):
+    """Channel labels asked for that the series does not have (labels, not positions)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it readable
+        return str(self.args[0]) if self.args else ""
+
+
+__all__ += ["ChannelNotFoundError"]
