@@ -87,15 +87,21 @@ class KernelBank:
 
 @functools.lru_cache(maxsize=8)
 def _spectra(bank: KernelBank, nfft: int, decim: int) -> np.ndarray:
-    buf = np.zeros((len(bank), nfft), dtype=np.complex128)
-    for row, kernel, centre in zip(buf, bank.kernels, bank.centres, strict=True):
+    m = nfft // decim
+    shape = (len(bank), nfft) if decim == 1 else (m, decim, len(bank))
+    spec = np.empty(shape, dtype=np.complex128)
+    row = np.empty(nfft, dtype=np.complex128)
+    # One kernel at a time, straight into the final layout: the bank's spectra are the
+    # largest array of a block plan, and a second full-size copy would double the peak.
+    for f, (kernel, centre) in enumerate(zip(bank.kernels, bank.centres, strict=True)):
+        row[:] = 0
         # Circularly centred: the output sample n lands at FFT index n, no trimming needed.
         row[(np.arange(kernel.size) - centre) % nfft] = kernel
-    spec = sfft.fft(buf, axis=-1, overwrite_x=True)
-    if decim > 1:
-        m = nfft // decim
-        spec = np.ascontiguousarray(spec.reshape(len(bank), decim, m).transpose(2, 1, 0))
-        spec /= decim
+        freq = sfft.fft(row)
+        if decim == 1:
+            spec[f] = freq
+        else:
+            spec[:, :, f] = freq.reshape(decim, m).T / decim
     spec.setflags(write=False)
     return spec
 
