@@ -109,7 +109,24 @@ def recording_100k_chunks() -> Path:
     return path
 
 
+def recording_1m_chunks() -> Path:
+    """64 ch × 30 kHz × 559 s of zeros in (1024, 1) chunks: 1,048,576 chunks (~1.5 min)."""
+    path = DATA_DIR / "rec_1m_chunks.nwb"
+    if not path.exists():
+        tic = time.perf_counter()
+        write_recording(
+            path,
+            n_channels=64,
+            rate=30_000.0,
+            duration=1024 * 16_384 / 30_000.0,
+            chunks=(1024, 1),
+            zeros=True,
+        )
+        print(f"wrote {path} in {time.perf_counter() - tic:.0f} s")
+    return path
+
+
 if __name__ == "__main__":
-    for make in (recording_100k_chunks, recording_1gb):
+    for make in (recording_100k_chunks, recording_1gb, recording_1m_chunks):
         p = make()
         print(p, f"{p.stat().st_size / 1e6:.0f} MB")

@@ -195,11 +195,13 @@ def test_attrs_and_encoding(nwb_writer):
     ):
         assert key in ds.attrs, key
     assert ds.attrs["session_start_time"].startswith("2025-05-17T09:30")
-    assert ds.data.encoding["preferred_chunks"] == {"time": 250, "channel": 8}
+    assert ds.data.encoding["chunks"] == (250, 8)  # the stored chunk
+    # whole stored chunks, sized for dask (here the whole, small, series)
+    assert ds.data.encoding["preferred_chunks"] == {"time": 1000, "channel": 8}
     assert ds.data.encoding["scale_factor"] == 0.5
     assert ds.time.attrs["units"] == "s"
     dask_ds = xr.open_dataset(path, engine="nwbzarr", chunks={})
-    assert dask_ds.data.chunks == ((250,) * 4, (8,))
+    assert dask_ds.data.chunks == ((1000,), (8,))
 
 
 def test_datatree_on_file_with_one_series_and_defaults(nwb_writer):

@@ -99,7 +99,8 @@ def test_real_ephys_file_metadata(realdata: Path):
     assert ds.attrs["series"] == "/acquisition/ElectricalSeriesLF"
     assert ds.sizes == {"time": 13163, "channel": 384}
     assert ds.attrs["rate"] == 2500.0
-    assert ds.data.encoding["preferred_chunks"] == {"time": 4114, "channel": 121}
+    assert ds.data.encoding["chunks"] == (4114, 121)  # the stored chunk
+    assert ds.data.encoding["preferred_chunks"] == {"time": 13163, "channel": 121}
     for column in ("channel_name", "gain_to_uV", "rel_x", "rel_y", "group_name", "location"):
         assert column in ds.coords, column
     raw = xr.open_dataset(path, engine="nwbzarr", mask_and_scale=False)

@@ -16,6 +16,7 @@ import xarray as xr
 from xarray.core import indexing
 
 from xnwb.array import ReferenceBackendArray
+from xnwb.chunking import dask_chunks
 from xnwb.codecs import codec_pipeline
 from xnwb.exceptions import NotNWBError, NotTimeSeriesError, SeriesNotFoundError
 from xnwb.read import read_array
@@ -343,14 +344,6 @@ def series_dataset(
         f"/{path}/data",
         channel_scale=channel_conversion if mask_and_scale else None,
     )
-    chunks = tuple(min(c, s) for c, s in zip(data_ref.chunks, data_ref.shape, strict=True))
-    encoding: dict[str, Any] = {
-        "preferred_chunks": dict(zip(dims, chunks, strict=True)),
-        "source": source.url,
-        "dtype": data_ref.dtype,
-    }
-    if data_ref.stored_chunks is not None:
-        encoding["hdf5_chunks"] = tuple(data_ref.stored_chunks)
     encoded_attrs = dict(var_attrs)
     if mask_and_scale and (conversion != 1.0 or offset != 0.0):
         encoded_attrs["scale_factor"] = np.float64(conversion)
@@ -360,7 +353,21 @@ def series_dataset(
         variable = xr.conventions.decode_cf_variable(
             "data", variable, mask_and_scale=True, decode_times=False, decode_timedelta=False
         )
-    variable.encoding.update(encoding)
+    # ``chunks`` is the grid reads decode (the HDF5 chunk, or the virtual sub-chunk of a
+    # contiguous dataset); ``preferred_chunks`` (what ``chunks={}`` gives) groups whole ones,
+    # sized for dask in the in-memory dtype (float64 once a conversion applies).
+    chunks = tuple(min(c, s) for c, s in zip(data_ref.chunks, data_ref.shape, strict=True))
+    preferred = dask_chunks(data_ref.shape, data_ref.chunks, variable.dtype.itemsize)
+    variable.encoding.update(
+        {
+            "chunks": chunks,
+            "preferred_chunks": dict(zip(dims, preferred, strict=True)),
+            "source": source.url,
+            "dtype": data_ref.dtype,
+        }
+    )
+    if data_ref.stored_chunks is not None:
+        variable.encoding["hdf5_chunks"] = tuple(data_ref.stored_chunks)
 
     ds = xr.Dataset({"data": variable}, coords=coords, attrs=attrs)
     if len(dims) >= 2:

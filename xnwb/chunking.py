@@ -1,0 +1,178 @@
+"""Dask chunks for a stored array: whole storage chunks, grown along time first.
+
+``xr.open_dataset(..., engine="nwbzarr", chunks={})`` chunks each variable as its backend
+prefers (``encoding["preferred_chunks"]``). One dask task per stored HDF5 chunk is far too
+many: a recording of (2000, 8) chunks has 31k of them per GB, and a one-second window then
+costs a dozen tasks and fetches. :func:`dask_chunks` groups stored chunks instead:
+
+- every dask chunk is a **whole number of storage chunks** along every axis (a stored chunk is
+  never split between tasks, so a whole pass reads each one once);
+- it grows **along time first**, keeping the storage chunk's channel span. dask fuses a
+  *slice* of a chunk into its read (``x[a:b, 0:4]`` reads only the stored chunks it touches,
+  in one coalesced fetch), but a channel *list* (``x[a:b, [1, 2, 3, 4]]``, which
+  ``.sel(channel=[...])`` produces) goes through dask's ``take``, whose read fetches every
+  channel of the dask chunk over the sliced time range. With the storage chunk's channel span,
+  that is no more than the stored chunks the window touches anyway;
+- along channels it spans at least ``min_span`` channels (4 by default), so a few-channel
+  window touches one or two dask chunks, hence one or two fetches (requests, remotely), even
+  when the file stores one channel per chunk;
+- it grows along the other axes only when the whole time axis fits and the chunk would stay
+  below ``MIN_CHUNK_BYTES``: below that, scheduling overheads outweigh the read;
+- the size target is dask's ``array.chunk-size`` (128 MiB unless configured), in bytes of
+  the *in-memory* dtype (float64 once a conversion applies). A window's cost does not depend
+  on it (the slice is fused into the read); whole passes get dask's own task size; and
+  ``chunks="auto"``, which dask grows from these chunks up to that same limit, keeps them.
+
+Examples
+--------
+A 64-channel, 30 kHz recording stored as (2000, 8) int16 chunks, read as float64:
+
+>>> dask_chunks((7_800_000, 64), (2000, 8), 8, target_bytes=128 * 2**20)
+(2096000, 8)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = ["MIN_CHUNK_BYTES", "MIN_SPAN", "dask_chunks", "default_target_bytes"]
+
+#: Channels a dask chunk spans at least (rounded up to whole storage chunks): a typical
+#: few-channel window then touches one or two dask chunks.
+MIN_SPAN = 4
+#: A chunk whose time axis is whole grows along channels until it holds this much: a task
+#: costs ~0.1-0.3 ms to schedule, a few percent of reading and decoding 1 MiB.
+MIN_CHUNK_BYTES = 2**20
+
+
+def default_target_bytes() -> int:
+    """dask's ``array.chunk-size`` in bytes (128 MiB unless configured).
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"array.chunk-size": "32MiB"}):
+    ...     default_target_bytes()
+    33554432
+    """
+    import dask
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(dask.config.get("array.chunk-size")))
+
+
+def dask_chunks(
+    shape: Sequence[int],
+    storage_chunks: Sequence[int],
+    itemsize: int,
+    *,
+    target_bytes: int | str | None = None,
+    min_span: int = MIN_SPAN,
+) -> tuple[int, ...]:
+    """A dask chunk shape made of whole storage chunks, grown along axis 0 (time) first.
+
+    Parameters
+    ----------
+    shape
+        The array's shape; axis 0 is time, axis 1 (if any) channels.
+    storage_chunks
+        The stored chunk shape (the unit one read decodes); may exceed ``shape``.
+    itemsize
+        Bytes per element *in memory* (8 for float64 once a conversion applies).
+    target_bytes
+        Size aimed at for one chunk, in bytes or as a string such as ``"32MiB"``; dask's
+        ``array.chunk-size`` when None. A single storage chunk larger than this is kept whole.
+    min_span
+        Channels (axis 1) a chunk spans at least, rounded up to whole storage chunks and
+        capped by the channel count.
+
+    Returns
+    -------
+    tuple of int
+        The chunk length along each axis: a multiple of the storage chunk (clipped to the
+        shape), except where it covers the whole axis.
+
+    Raises
+    ------
+    ValueError
+        If the lengths of ``shape`` and ``storage_chunks`` differ, or a size is not positive.
+
+    Examples
+    --------
+    Time grows first and the storage chunk's 8 channels are kept, so a list of channels
+    within them reads only their own stored chunks:
+
+    >>> dask_chunks((7_800_000, 64), (2000, 8), 8, target_bytes="32MiB")
+    (524000, 8)
+
+    One channel per stored chunk: at least 4 channels per dask chunk, so a 4-channel window
+    is one or two tasks and fetches:
+
+    >>> dask_chunks((16_777_216, 64), (1024, 1), 8, target_bytes="32MiB")
+    (1048576, 4)
+
+    A short recording holds its whole time axis in one chunk; channels grow only while the
+    chunk is under ``MIN_CHUNK_BYTES`` (1 MiB):
+
+    >>> dask_chunks((20_000, 384), (1000, 1), 8)
+    (20000, 7)
+    >>> dask_chunks((13_163, 384), (4114, 121), 2)
+    (13163, 121)
+
+    A storage chunk larger than the target stays whole; chunks larger than the data are
+    clipped:
+
+    >>> dask_chunks((1_000_000, 124), (100_000, 124), 8, target_bytes="32MiB")
+    (100000, 124)
+    >>> dask_chunks((100,), (4096,), 4)
+    (100,)
+    """
+    shape = tuple(int(s) for s in shape)
+    storage = tuple(int(c) for c in storage_chunks)
+    if len(shape) != len(storage):
+        raise ValueError(
+            f"shape {shape} and storage chunks {storage} have different lengths; "
+            "pass one chunk length per axis"
+        )
+    if any(c < 1 for c in storage) or any(s < 0 for s in shape):
+        raise ValueError(
+            f"storage chunks {storage} must be positive and shape {shape} non-negative"
+        )
+    if itemsize < 1:
+        raise ValueError(f"itemsize must be a positive number of bytes, got {itemsize!r}")
+    if target_bytes is None:
+        target = default_target_bytes()
+    elif isinstance(target_bytes, str):
+        from dask.utils import parse_bytes
+
+        target = int(parse_bytes(target_bytes))
+    else:
+        target = int(target_bytes)
+    if target < 1:
+        raise ValueError(f"target_bytes must be positive, got {target_bytes!r}")
+
+    unit = [min(c, s) for c, s in zip(storage, shape, strict=True)]
+    if not shape or 0 in shape:
+        return tuple(unit)
+    out = list(unit)
+    if len(shape) >= 2:
+        out[1] = min(shape[1], unit[1] * math.ceil(min(min_span, shape[1]) / unit[1]))
+
+    # Time first: as many whole storage chunks as the target allows (at least one).
+    row_bytes = itemsize * math.prod(out[1:])
+    n_time = max(1, target // (row_bytes * unit[0]))
+    out[0] = min(shape[0], n_time * unit[0])
+    if out[0] < shape[0]:
+        return tuple(out)
+
+    # The whole time axis fits: grow the other axes, in order, only while the chunk is small.
+    floor = min(MIN_CHUNK_BYTES, target)
+    for axis in range(1, len(shape)):
+        others = itemsize * math.prod(out[:axis] + out[axis + 1 :])
+        if others * out[axis] >= floor:
+            break
+        # ``out[axis]`` is a multiple of ``unit[axis]`` (or the whole axis, which stops below).
+        n_units = math.ceil(floor / (others * unit[axis]))
+        out[axis] = min(shape[axis], max(out[axis], n_units * unit[axis]))
+    return tuple(out)
