@@ -13,7 +13,7 @@ import xarray as xr
 
 from tests.conftest import counts
 from xnwb.exceptions import ChannelNotFoundError
-from xnwb.plot import MAX_HEIGHT, plot_window, select_window
+from xnwb.plot import MAX_HEIGHT, MAX_POINTS, plot_window, select_window
 from xnwb.source import ByteSource
 from xnwb.testing import counted_array, raise_if_dask_computes
 
@@ -285,6 +285,25 @@ def test_complex_traces_are_drawn_as_power():
     assert text.endswith("V²")
 
 
+def test_long_windows_are_drawn_as_their_envelope():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(30_000, 2))
+    values[12_345, 1] = 40.0  # a spike that must stay visible
+    da = xr.DataArray(values, dims=("time", "channel"),
+                      coords={"time": np.arange(30_000) / 30_000, "channel": [0, 1]})  # fmt: skip
+    ax = plot_window(da, 0.0, 1.0).axes[0]
+    ticks = ax.get_yticks()
+    for i, (line, tick) in enumerate(zip(ax.lines, ticks, strict=True)):
+        y = line.get_ydata() - tick
+        assert len(y) <= 2 * MAX_POINTS
+        centred = values[:, i] - np.median(values[:, i])
+        assert y.max() == pytest.approx(centred.max()) and y.min() == pytest.approx(centred.min())
+        assert np.all(np.diff(line.get_xdata()) >= 0)  # still in time order
+    assert ax.lines[1].get_xdata()[np.argmax(ax.lines[1].get_ydata())] == pytest.approx(
+        12_345 / 30_000
+    )
+
+
 # -- layout survives savefig ----------------------------------------------------------------
 
 
@@ -417,6 +436,18 @@ def test_complex_input_is_shown_as_power(recording):
     (bar,) = _colorbar_axes(fig)
     assert re.fullmatch(r"power \|c\|² \((µV|mV|V)²\)", bar.get_ylabel()), bar.get_ylabel()
     assert mesh.cmap.name == "viridis" and not isinstance(mesh.norm, TwoSlopeNorm)
+
+
+def test_long_spectrogram_windows_are_binned_for_display():
+    tfr = _spectrogram(1, output="power").isel(time=0)
+    tfr = tfr.expand_dims(time=np.arange(20_000) / 2000).transpose("channel", "frequency", "time")
+    tfr = tfr.copy(data=np.random.default_rng(4).normal(size=tfr.shape))
+    (mesh,) = _meshes(plot_window(tfr, 0.0, 10.0))
+    shown = mesh.get_array().reshape(6, -1)
+    assert shown.shape[1] == MAX_POINTS
+    q = 20_000 // MAX_POINTS
+    np.testing.assert_allclose(shown, tfr.values[0].reshape(6, -1, q).mean(-1))
+    assert mesh.axes.get_xlim() == pytest.approx((0.0, 19_999 / 2000))
 
 
 def test_spectrogram_axes_must_match_the_panels():

@@ -29,6 +29,7 @@ __all__ = ["browse", "plot_window", "select_window"]
 MAX_CHANNELS = 16  # default cap on traces / panels in one figure
 MAX_HEIGHT = 11.0  # inches: the tallest figure plot_window makes
 TRACE_SPACING = 6.0  # robust standard deviations between neighbouring trace baselines
+MAX_POINTS = 2000  # display columns; longer windows are binned (traces: min and max per bin)
 COLOUR_PERCENTILES = (1.0, 99.0)  # robust colour limits (z-scores: the 99th of |z|)
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
 
@@ -274,6 +275,8 @@ def plot_window(
     """
     da = _as_dataarray(obj)
     chosen = _channel_list(channels)
+    if chosen == []:
+        raise ValueError("channels=[] selects no channel; pass channels=None for all of them")
     note = None
     if "channel" in da.dims:
         asked = chosen if chosen is not None else _channel_labels(da)
@@ -322,12 +325,12 @@ def _plot_traces(
         values, quantity, power = np.abs(values) ** 2, "power |c|²", 2
     values = values.astype(float, copy=False)
     times = window["time"].values
-    n = window.sizes.get("channel", 0)
-    height = 3.0 if n == 0 else min(MAX_HEIGHT, 1.3 + 0.38 * n)
-    fig, ax = _figure_and_axes(ax, height)
+    stacked = "channel" in window.dims
+    n = window.sizes.get("channel", 1)
+    fig, ax = _figure_and_axes(ax, min(MAX_HEIGHT, 1.3 + 0.38 * n) if stacked else 3.0)
     style = {"linewidth": 0.6, "color": "k"} | cbook.normalize_kwargs(kwargs, Line2D)
-    if n == 0:
-        ax.plot(times, values, **style)
+    if not stacked:
+        ax.plot(*_envelope(times, values), **style)
         _prefix_axis(ax, f"{_series_name(window)} {quantity}".strip(), values, unit, power)
     else:
         values = values - np.nanmedian(values, axis=0)  # each trace around its baseline
@@ -335,7 +338,7 @@ def _plot_traces(
             spacing = TRACE_SPACING * _robust_spread(values)
         offsets = -spacing * np.arange(n)
         for i in range(n):
-            ax.plot(times, values[:, i] + offsets[i], **style)
+            ax.plot(*_envelope(times, values[:, i] + offsets[i]), **style)
         ax.set_yticks(offsets, [str(c) for c in _channel_labels(window)])
         ax.set_ylim(offsets[-1] - 0.6 * spacing, offsets[0] + 0.6 * spacing)
         ax.set_ylabel("channel" if not quantity else f"channel ({quantity})")
@@ -344,6 +347,27 @@ def _plot_traces(
     if note:
         ax.set_title(note, loc="right", fontsize="small", color="0.35")
     return fig
+
+
+def _envelope(times: np.ndarray, trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The trace as a screen can show it: beyond ``2 × MAX_POINTS`` samples, the minimum and
+    the maximum of each of ``MAX_POINTS`` bins, in time order (peaks and spikes survive).
+
+    >>> t, y = _envelope(np.arange(10_000.0), np.sin(np.arange(10_000.0)))
+    >>> len(y) <= 2 * MAX_POINTS, bool(y.max() == np.sin(np.arange(10_000.0)).max())
+    (True, True)
+    """
+    n = len(trace)
+    if n <= 2 * MAX_POINTS:
+        return times, trace
+    q = math.ceil(n / MAX_POINTS)
+    blocks = np.pad(trace, (0, -n % q), mode="edge").reshape(-1, q)
+    starts = np.arange(0, blocks.shape[0] * q, q)
+    finite = np.isfinite(blocks)
+    low = starts + np.argmin(np.where(finite, blocks, np.inf), axis=1)
+    high = starts + np.argmax(np.where(finite, blocks, -np.inf), axis=1)
+    order = np.sort(np.stack([low, high], axis=1), axis=1).ravel().clip(0, n - 1)
+    return times[order], trace[order]
 
 
 def _robust_spread(values: np.ndarray) -> float:
@@ -556,6 +580,14 @@ def _plot_spectrogram(
     freqs = window["frequency"].values.astype(float)
     log = bool(np.all(freqs > 0))
     t_edges, f_edges = _edges(times, log=False), _edges(freqs, log=log)
+    if len(times) > 2 * MAX_POINTS:  # more columns than pixels: show bin means
+        starts = np.arange(0, len(times), math.ceil(len(times) / MAX_POINTS))
+        t_edges = t_edges[np.r_[starts, len(times)]]
+        if kind == "phase":  # an average of angles means nothing: keep each bin's first
+            arrays = [a[:, starts] for a in arrays]
+        else:
+            widths = np.diff(np.r_[starts, len(times)])
+            arrays = [np.add.reduceat(a, starts, axis=-1) / widths for a in arrays]
     user_norm = kwargs.pop("norm", None)
     shared = _norm(arrays, kind, vmin, vmax) if share_scale else None
     for i, (axis, data, title) in enumerate(zip(axes, arrays, titles, strict=True)):
@@ -684,7 +716,7 @@ def _frequency_axis(ax: Any, freqs: np.ndarray, log: bool, label: bool) -> None:
     subs = (1.0,) if decades > 1.5 else (1.0, 2.0, 5.0)
     ax.yaxis.set_major_locator(ticker.LogLocator(base=10.0, subs=subs))
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_minor_locator(ticker.NullLocator())  # unlabelled log ticks cost a lot to draw
 
 
 def browse(obj: xr.DataArray | xr.Dataset, **kwargs: Any) -> Any:
