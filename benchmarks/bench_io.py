@@ -3,8 +3,10 @@
     python benchmarks/bench_io.py            # writes benchmarks/results/io.json, prints a table
 
 Data: ``benchmarks/datasets.py`` writes (once) a ~1 GB pynwb recording, 64 ch × 30 kHz
-int16, gzip+shuffle chunks of (2000, 8) (31,200 chunks), and a 100k-chunk file for the
-index timing. Every figure is the median of several runs on a warm page cache.
+int16, gzip+shuffle chunks of (2000, 8) (31,200 chunks), a 100k-chunk file for the
+index timing and a 1M-chunk file (1024 × 1 chunks) for windows through ``chunks={}``
+(``python benchmarks/bench_io.py --only dask-window`` runs that section alone). Every figure
+is the median of several runs on a warm page cache.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from datasets import recording_1gb, recording_100k_chunks
+from datasets import recording_1gb, recording_1m_chunks, recording_100k_chunks
 
 SERIES = "acquisition/ElectricalSeries"
 DATA = f"{SERIES}/data"
@@ -183,6 +185,120 @@ def bench_window(path: Path, n_windows: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]:
+    """A 1 s × 4-channel window through ``chunks={}`` beside the lazy array and h5py.
+
+    Per tool: median ms over random windows (the tools take turns, each on windows of its own),
+    and for xnwb the fetches and stored chunks one window reads (counted at ``ByteSource.fetch``).
+    Two ways to pick the channels: a slice (``isel(channel=slice(0, 4))``, which dask fuses
+    into its read) and labels (``sel(channel=[...])``, a list, which goes through dask's take).
+    """
+    import h5py
+    import xarray as xr
+
+    from xnwb.source import ByteSource
+
+    rate = 30_000
+    tic = time.perf_counter()
+    dk = xr.open_dataset(path, engine="nwbzarr", chunks={})
+    open_dask = time.perf_counter() - tic
+    lazy = xr.open_dataset(path, engine="nwbzarr")
+    n_times = lazy.sizes["time"]
+    labels = lazy.channel.values[:4]
+    rng = np.random.default_rng(7)
+    h5 = h5py.File(path, "r")
+    dset = h5[DATA]
+
+    def by_slice(ds: xr.Dataset) -> Callable[[int], np.ndarray]:
+        return lambda s: ds.data.isel(time=slice(s, s + rate), channel=slice(0, 4)).values
+
+    def by_labels(ds: xr.Dataset) -> Callable[[int], np.ndarray]:
+        return lambda s: (
+            ds.data.sel(time=slice(s / rate, (s + rate - 1) / rate), channel=labels).values
+        )
+
+    readers: dict[str, Callable[[int], np.ndarray]] = {
+        "h5py": lambda s: dset[s : s + rate, 0:4],
+        "xnwb lazy, isel slice": by_slice(lazy),
+        "xnwb chunks={}, isel slice": by_slice(dk),
+        "xnwb lazy, sel labels": by_labels(lazy),
+        "xnwb chunks={}, sel labels": by_labels(dk),
+    }
+    starts = [int(s) for s in rng.integers(0, n_times - rate, n_windows * len(readers))]
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for read in readers.values():
+        read(starts[-1])  # warm-up
+    for j in range(n_windows):
+        for k, (name, read) in enumerate(readers.items()):
+            tic = time.perf_counter()
+            window = read(starts[k * n_windows + j])
+            times[name].append(time.perf_counter() - tic)
+            assert window.shape == (rate, 4), (name, window.shape)
+    h5.close()
+    out: dict[str, dict[str, float]] = {
+        name: {"ms": 1e3 * statistics.median(values)} for name, values in times.items()
+    }
+
+    log: list[int] = []
+    original = ByteSource.fetch
+
+    def counted(self, starts, lengths, **kwargs):  # type: ignore[no-untyped-def]
+        log.append(len(starts))
+        return original(self, starts, lengths, **kwargs)
+
+    ByteSource.fetch = counted  # type: ignore[method-assign]
+    try:
+        for name, read in readers.items():
+            if name == "h5py":
+                continue
+            fetches, chunks = [], []
+            for s in starts[:n_windows]:
+                log.clear()
+                read(s)
+                fetches.append(len(log))
+                chunks.append(sum(log))
+            out[name].update(fetches=max(fetches), stored_chunks=statistics.median(chunks))
+    finally:
+        ByteSource.fetch = original  # type: ignore[method-assign]
+    with h5py.File(path, "r") as f:
+        n_chunks = f[DATA].id.get_num_chunks()
+    out["file"] = {
+        "stored_chunks": n_chunks,
+        "storage_chunk": list(dk.data.encoding["chunks"]),
+        "dask_chunk": list(dk.data.data.chunksize),
+        "dask_tasks": dk.data.data.npartitions,
+        "open_chunks_seconds": open_dask,
+    }
+    return out
+
+
+def print_dask_window(results: dict[str, dict[str, float]], n_windows: int) -> None:
+    info = results["file"]
+    print(
+        f"\n1 s × 4 ch window through chunks={{}}: {info['stored_chunks']:,} stored chunks of "
+        f"{tuple(info['storage_chunk'])}, dask chunks {tuple(info['dask_chunk'])} "
+        f"({info['dask_tasks']} tasks; open with chunks={{}} "
+        f"{info['open_chunks_seconds']:.2f} s); median of {n_windows} random windows"
+    )
+    print(
+        "| tool | ms | × h5py | × lazy | fetches | stored chunks read |\n"
+        "|---|---:|---:|---:|---:|---:|"
+    )
+    h5 = results["h5py"]["ms"]
+    for name, r in results.items():
+        if name == "file":
+            continue
+        lazy_name = name.replace("chunks={}", "lazy")
+        ratio = r["ms"] / results[lazy_name]["ms"] if lazy_name in results else float("nan")
+        fetches = r.get("fetches", "")
+        chunks = r.get("stored_chunks", "")
+        print(
+            f"| {name} | {r['ms']:.2f} | {r['ms'] / h5:.2f} | "
+            f"{'' if name == lazy_name or name == 'h5py' else f'{ratio:.2f}'} | "
+            f"{fetches} | {chunks} |"
+        )
+
+
 def bench_full_read(path: Path, kerchunk_fraction: float) -> dict[str, float]:
     """MB/s of stored samples (uncompressed int16 bytes)."""
     import dask
@@ -244,18 +360,39 @@ def main(argv: list[str] | None = None) -> int:
         default=0.1,
         help="share of the file the slow peers read in the full-read test",
     )
-    parser.add_argument("--output", default=str(RESULTS / "io.json"))
+    parser.add_argument(
+        "--only",
+        choices=["dask-window"],
+        help="run one section only (its results go to results/io-<section>.json)",
+    )
+    parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
 
-    big, many = recording_1gb(), recording_100k_chunks()
+    big = recording_1gb()
+    if args.only == "dask-window":
+        results = {
+            "dask_window": bench_dask_window(big, args.windows),
+            "dask_window_1m_chunks": bench_dask_window(recording_1m_chunks(), args.windows),
+        }
+        output = Path(args.output or RESULTS / "io-dask-window.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2))
+        for key in ("dask_window", "dask_window_1m_chunks"):
+            print_dask_window(results[key], args.windows)
+        return 0
+
+    many = recording_100k_chunks()
     results = {
         "index": bench_index(many, args.repeat),
         "window": bench_window(big, args.windows),
+        "dask_window": bench_dask_window(big, args.windows),
+        "dask_window_1m_chunks": bench_dask_window(recording_1m_chunks(), args.windows),
         "full_read": bench_full_read(big, args.kerchunk_fraction),
         "file_mb": big.stat().st_size / 1e6,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2))
+    output = Path(args.output or RESULTS / "io.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
 
     idx = results["index"]
     base = idx["h5py chunk_iter pass"]
@@ -269,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| tool | ms | × h5py |\n|---|---:|---:|")
     for key, value in win.items():
         print(f"| {key} | {1e3 * value:.2f} | {value / win['h5py']:.2f} |")
+    for key in ("dask_window", "dask_window_1m_chunks"):
+        print_dask_window(results[key], args.windows)
     full = results["full_read"]
     h5 = full["h5py, 1 thread"]
     print(f"\nFull read of {results['file_mb']:.0f} MB file (MB/s of int16 samples)")
