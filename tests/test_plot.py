@@ -336,14 +336,19 @@ def _assert_inside_png(fig):
     return texts, renderer
 
 
-def test_saved_traces_keep_their_labels(offset_recording):
+@pytest.mark.parametrize("channels", [[100], [100, 101, 102, 103, 104, 105, 106, 107]])
+def test_saved_traces_keep_their_labels(offset_recording, channels):
     path, _ = offset_recording
     ds = xr.open_dataset(path, engine="nwbzarr")
-    texts, _ = _assert_inside_png(plot_window(ds, 5.0, 2.0))
+    texts, _ = _assert_inside_png(plot_window(ds, 5.0, 2.0, channels=channels))
     assert {"time (s)", "channel"} <= {t.get_text() for t in texts}
+
+
+def test_saved_1d_series_keeps_its_labels(offset_recording):
+    path, _ = offset_recording
     one_d = xr.open_dataset(path, engine="nwbzarr", group="acquisition/Voltage")
     texts, _ = _assert_inside_png(plot_window(one_d, 5.0, 2.0))
-    assert "Voltage (µV)" in {t.get_text() for t in texts}
+    assert {"time (s)", "Voltage (µV)"} <= {t.get_text() for t in texts}
 
 
 @pytest.mark.parametrize("n_channels", [3, 16])
@@ -354,10 +359,11 @@ def test_saved_spectrograms_keep_their_labels_and_titles_clear(n_channels):
     panels = [ax for ax in fig.axes if ax not in _colorbar_axes(fig)]
     assert len(panels) == n_channels
     for i, (above, below) in enumerate(itertools.pairwise(panels)):
-        title = below._left_title
+        (title,) = [t for t in (below.title, below._left_title) if t.get_text()]
         assert title.get_text() == f"channel {11 + i}"
         top_of_title = title.get_window_extent(renderer).y1
         assert top_of_title < above.get_window_extent(renderer).y0  # below the panel above
+        assert top_of_title <= above.get_tightbbox(renderer).y0 + 0.5  # and its tick labels
         assert not any(t.get_visible() and t.get_text() for t in above.get_xticklabels())
     assert fig.get_size_inches()[1] <= MAX_HEIGHT
 
