@@ -199,6 +199,10 @@ def plot_window(
     and 99th percentiles; for z-scores ±the 99th percentile of ``|z|``), so one hot pixel does
     not wash out the picture; ``vmin``/``vmax`` override them.
 
+    A window longer than ``2 × MAX_POINTS`` (4000) samples is drawn as a screen can show it:
+    traces as the minimum and maximum of each of 2000 bins (spikes survive), spectrograms as
+    2000 bin means (phase: each bin's first sample).
+
     Parameters
     ----------
     obj
@@ -230,7 +234,8 @@ def plot_window(
         Spectrograms: colormap (default ``"RdBu_r"`` for z-scores, ``"twilight"`` for phase,
         ``"viridis"`` otherwise).
     **kwargs
-        Passed to ``Axes.plot`` (traces) or ``Axes.pcolormesh`` (spectrograms).
+        Passed to ``Axes.plot`` (traces) or ``Axes.pcolormesh`` (spectrograms; a ``norm``
+        there, e.g. ``matplotlib.colors.LogNorm()``, replaces the robust limits).
 
     Returns
     -------
@@ -262,6 +267,13 @@ def plot_window(
     >>> fig = plot_window(da, 0.5, 1.0, channels=11)
     >>> len(fig.axes[0].lines)
     1
+
+    Into axes of your own (the figure returned is theirs):
+
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> plot_window(da, 0.5, 1.0, channels=[10, 12], ax=ax) is fig
+    True
 
     A spectrogram panel per channel, with one colour scale:
 
