@@ -33,11 +33,13 @@ import xarray as xr
 
 from xnwb import stats as _stats
 from xnwb import tfr as _tfr
+from xnwb.chunking import dask_chunks
 from xnwb.exceptions import StatisticsMismatchError, TFRParameterError, TimeAxisError
 
 __all__ = ["EphysAccessor", "ZscoreAccessor", "sampling_rate", "time_window"]
 
 _REGULAR_RTOL = 1e-6  # relative jitter of the sample spacing still called regular
+_MIN_READ_BYTES = 2**20  # smaller read pieces cost more in scheduling than they save
 
 
 def sampling_rate(obj: xr.DataArray | xr.Dataset, dim: Hashable = "time") -> float:
@@ -417,7 +419,19 @@ class EphysAccessor:
         if "frequency" in da.dims:
             raise TFRParameterError("the data already have a 'frequency' dimension")
         blocks = _block_chunks(da, dim, chunks)
-        data = _chunked(da, dim).data
+        plan = _tfr.plan_transform(
+            da.shape,
+            da.get_axis_num(dim),
+            bank,
+            output=output,
+            decim=decim,
+            dtype=da.dtype,
+            chunks=blocks,
+        )
+        # A lazily opened file is read in pieces about one block's input long, so a window
+        # reads little more than its blocks need; each piece is still read once per pass.
+        block_input = plan.rows * (plan.time + 2 * plan.halo) * np.dtype(da.dtype).itemsize
+        data = _chunked(da, dim, target_bytes=block_input).data
         y = _tfr.transform(
             data, bank, output=output, decim=decim, axis=da.get_axis_num(dim), chunks=blocks
         )
@@ -466,19 +480,24 @@ xr.register_dataset_accessor("zscore")(ZscoreAccessor)
 xr.register_dataarray_accessor("zscore")(ZscoreAccessor)
 
 
-def _chunked(da: xr.DataArray, dim: Hashable) -> xr.DataArray:
+def _chunked(da: xr.DataArray, dim: Hashable, target_bytes: int | None = None) -> xr.DataArray:
     """``da`` itself when chunked, else a dask array over it (nothing is read).
 
-    A file opened lazily is chunked as its backend prefers (whole storage chunks, sized for
-    dask), so a whole pass reads each stored chunk once; the transform re-splits those
-    chunks into its own blocks, and a window's reads are narrowed to its slice by dask.
-    Data already in memory become one chunk: the transform's blocks are views of it.
+    A file opened lazily is chunked in whole stored chunks (its ``encoding["chunks"]``),
+    grouped to about ``target_bytes`` (default: as ``chunks={}`` would), so a whole pass reads
+    each stored chunk once; the transform re-splits them into its own blocks. Data already in
+    memory become one chunk: the transform's blocks are views of it.
     """
     if da.chunks is not None:
         return da
     # (xarray has no public "is this loaded?"; .data would load a lazy backend array.)
     if da.variable._in_memory:
         return da.chunk({d: -1 for d in da.dims})
+    stored = da.encoding.get("chunks")
+    if stored is not None and da.dims[0] == dim and len(stored) == da.ndim:
+        target = None if target_bytes is None else max(int(target_bytes), _MIN_READ_BYTES)
+        sizes = dask_chunks(da.shape, stored, np.dtype(da.dtype).itemsize, target_bytes=target)
+        return da.chunk(dict(zip(da.dims, sizes, strict=True)))
     preferred = da.encoding.get("preferred_chunks") or {}
     if preferred:
         return da.chunk({d: preferred.get(d, -1) for d in da.dims})

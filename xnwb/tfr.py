@@ -44,6 +44,7 @@ __all__ = [
     "morlet",
     "morlet_kernels",
     "plan_blocks",
+    "plan_transform",
     "pywt_kernels",
     "suggest_time_chunk",
     "transform",
@@ -357,29 +358,61 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
     return out
 
 
-def _block_plan(x: Any, spec: _BlockSpec, chunks: dict[int, int] | None) -> BlockPlan:
-    """The memory plan of ``x``'s transform blocks (dask input), with ``chunks`` overrides."""
-    axis = spec.axis
-    others = [a for a in range(x.ndim) if a != axis]
-    given = {int(a) % x.ndim: int(c) for a, c in (chunks or {}).items()}
+def plan_transform(
+    shape: Sequence[int],
+    axis: int,
+    bank: KernelBank,
+    *,
+    output: str = "complex",
+    decim: int = 1,
+    dtype: Any = np.float64,
+    chunks: dict[int, int] | None = None,
+) -> BlockPlan:
+    """The block plan :func:`transform` uses for a dask array of ``shape`` and ``dtype``.
+
+    Examples
+    --------
+    >>> bank = morlet_kernels(30_000.0, np.geomspace(10, 100, 20))
+    >>> p = plan_transform((124, 36_000_000), 1, bank, decim=30)
+    >>> p.rows, p.time, p.halo
+    (4, 133710, 16711)
+    """
+    ndim = len(shape)
+    axis = axis % ndim
+    others = [a for a in range(ndim) if a != axis]
+    given = {int(a) % ndim: int(c) for a, c in (chunks or {}).items()}
     for a, c in given.items():
         if c < 1 or (a != axis and (not others or a != others[-1])):
             raise TFRParameterError(
                 f"chunks may set the time axis ({axis}) and the channel axis "
                 f"({others[-1] if others else None}) to positive sizes; got {chunks!r}"
             )
-    lead = math.prod(x.shape[a] for a in others[:-1]) if others else 1
+    complex_in = np.dtype(dtype).kind == "c"
+    out_dtype = _out_dtype(output, bank.real and not complex_in)
     return plan_blocks(
-        x.shape[axis],
-        (x.shape[others[-1]] if others else 1) * lead,
-        len(spec.bank),
-        spec.halo,
-        decim=spec.decim,
-        out_itemsize=spec.dtype.itemsize,
-        in_itemsize=np.dtype(x.dtype).itemsize,
-        complex_in=spec.complex_in,
+        shape[axis],
+        math.prod(shape[a] for a in others) if others else 1,
+        len(bank),
+        bank.halo,
+        decim=max(1, int(decim)),
+        out_itemsize=out_dtype.itemsize,
+        in_itemsize=np.dtype(dtype).itemsize,
+        complex_in=complex_in,
         rows=given.get(others[-1]) if others else None,
         time=given.get(axis),
+    )
+
+
+def _block_plan(x: Any, spec: _BlockSpec, chunks: dict[int, int] | None) -> BlockPlan:
+    """The memory plan of ``x``'s transform blocks (dask input), with ``chunks`` overrides."""
+    return plan_transform(
+        x.shape,
+        spec.axis,
+        spec.bank,
+        output=spec.output,
+        decim=spec.decim,
+        dtype=x.dtype,
+        chunks=chunks,
     )
 
 
@@ -390,38 +423,40 @@ def _time_chunks(n: int, block: int, halo: int) -> tuple[int, ...]:
 
 
 def _transform_dask(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
-    import dask.array as da
     from dask.base import tokenize
 
+    from xnwb.halo import map_halo_blocks
+
     h, q = spec.halo, spec.decim
-    x = da.moveaxis(x, spec.axis, -1)
-    axis = x.ndim - 1
+    n = x.shape[spec.axis]
     # Blocks planned by memory: a few channels (the last other axis; any axes before it one
     # row at a time) and about eight halos of time; never the storage layout's grouping.
-    rows = max(1, min(plan.rows, x.shape[-2])) if x.ndim > 1 else 1
-    chunks_t = _time_chunks(x.shape[axis], plan.time, h)
-    target = (*((1,) * (x.ndim - 2)), rows, chunks_t) if x.ndim > 1 else (chunks_t,)
-    target_chunks = da.core.normalize_chunks(target, x.shape)
-    if target_chunks != x.chunks:
-        x = x.rechunk(target_chunks)
+    other = [s for a, s in enumerate(x.shape) if a != spec.axis]
+    other_chunks: tuple[tuple[int, ...], ...] = ()
+    if other:
+        rows = max(1, min(plan.rows, other[-1]))
+        rest = other[-1] % rows
+        groups = (rows,) * (other[-1] // rows) + ((rest,) if rest else ())
+        other_chunks = (*(((1,) * s) for s in other[:-1]), groups)
+    chunks_t = _time_chunks(n, plan.time, h)
     starts = tuple(int(s) for s in np.cumsum((0, *chunks_t[:-1])))
     nfft = fft_length(max(chunks_t) + 2 * h, q)
-    xo = da.overlap.overlap(x, depth={axis: h}, boundary={axis: 0}) if h else x
     out_t = tuple(-(-(s + c) // q) - -(-s // q) for s, c in zip(starts, chunks_t, strict=True))
-    chunks = (*x.chunks[:-1], (len(spec.bank),), out_t)
-    name = f"{_NAMES[spec.output]}-{tokenize(x.name, spec, nfft)}"
-    return da.map_blocks(
+    name = f"{_NAMES[spec.output]}-{tokenize(x.name, spec, nfft, other_chunks, chunks_t)}"
+    return map_halo_blocks(
         _dask_block,
-        xo,
+        x,
+        other_chunks=other_chunks,
+        time_chunks=chunks_t,
+        halo=h,
+        out_chunks=(*other_chunks, (len(spec.bank),), out_t),
+        name=name,
+        meta=np.empty((0,) * (x.ndim + 1), dtype=spec.dtype),
+        axis=spec.axis,
         spec=spec,
         starts=starts,
         lengths=chunks_t,
         nfft=nfft,
-        chunks=chunks,
-        new_axis=[axis],
-        dtype=spec.dtype,
-        meta=np.empty((0,) * (x.ndim + 1), dtype=spec.dtype),
-        name=name,
     )
 
 
@@ -436,13 +471,13 @@ _NAMES = {
 def _dask_block(
     xe: np.ndarray,
     *,
+    time_block: int,
     spec: _BlockSpec,
     starts: tuple[int, ...],
     lengths: tuple[int, ...],
     nfft: int,
-    block_id: tuple[int, ...],
 ) -> np.ndarray:
-    i = block_id[-1]
+    i = time_block
     return _block(xe, spec, starts[i], lengths[i], nfft)
 
 

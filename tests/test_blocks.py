@@ -1,0 +1,231 @@
+"""The transform's block plan: bounded memory at any scale, windows that compute only their
+channels, whole passes that read each stored chunk once."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+from mne.time_frequency import tfr_array_morlet
+
+import xnwb  # noqa: F401  (registers the accessors)
+from tests.conftest import counts
+from xnwb import tfr
+from xnwb.blocks import DEFAULT_MAX_ROWS, plan_blocks
+from xnwb.source import ByteSource
+from xnwb.wavelets import _spectra, morlet_kernels
+
+MiB = 2**20
+SEED_FREQS = np.geomspace(10, 100, 20)
+
+
+# -- the plan is bounded whatever the scale ---------------------------------------------------
+
+
+@pytest.mark.parametrize("n_channels", [1, 32, 124, 384])
+@pytest.mark.parametrize("rate", [1000.0, 30_000.0])
+@pytest.mark.parametrize(
+    "decim,out_itemsize",
+    [(1, 16), (1, 8), (10, 16), (30, 8)],  # complex or power output
+)
+@pytest.mark.parametrize("n_freqs,n_cycles", [(20, 7.0), (40, 7.0), (20, 20.0)])
+def test_plan_fits_dask_chunk_size_at_any_scale(
+    n_channels, rate, decim, out_itemsize, n_freqs, n_cycles
+):
+    bank = morlet_kernels(rate, np.geomspace(10, 100, n_freqs), n_cycles)
+    with dask.config.set({"array.chunk-size": "128MiB"}):
+        plan = plan_blocks(
+            int(rate * 3600),
+            n_channels,
+            n_freqs,
+            bank.halo,
+            decim=decim,
+            out_itemsize=out_itemsize,
+        )
+    assert plan.peak_bytes <= 128 * MiB
+    assert plan.rows <= min(DEFAULT_MAX_ROWS, n_channels)
+    assert plan.time % decim == 0 and plan.time >= 2 * bank.halo
+
+
+@pytest.mark.parametrize("decim,output", [(1, "complex"), (30, "power")])
+def test_lazy_transform_of_384_channels_is_laid_out_as_planned(decim, output):
+    rate, n_channels, n_times = 30_000.0, 384, 30_000 * 60
+    # Input chunks as a storage layout might give them: 121 channels, 10 s (never computed).
+    x = da.zeros((n_channels, n_times), chunks=(121, 300_000))
+    halo = morlet_kernels(rate, SEED_FREQS).halo
+    with dask.config.set({"array.chunk-size": "128MiB"}):
+        y = tfr.morlet(x, rate, SEED_FREQS, 7.0, output=output, decim=decim)
+        plan = plan_blocks(
+            n_times, n_channels, 20, halo, decim=decim, out_itemsize=y.dtype.itemsize
+        )
+    assert max(y.chunks[0]) == plan.rows <= DEFAULT_MAX_ROWS  # not the 121 of the input
+    assert y.chunks[2][0] == plan.time // decim
+    out_block = plan.rows * 20 * (plan.time // decim) * y.dtype.itemsize
+    assert out_block <= plan.peak_bytes <= 128 * MiB
+
+
+def test_plan_follows_the_configured_chunk_size():
+    halo = morlet_kernels(30_000.0, SEED_FREQS).halo
+    small = plan_blocks(18_000_000, 384, 20, halo, target_bytes=64 * MiB)
+    large = plan_blocks(18_000_000, 384, 20, halo, out_itemsize=8, target_bytes=1024 * MiB)
+    assert small.peak_bytes <= 64 * MiB
+    assert (large.rows, large.time) > (small.rows, small.time)
+
+
+def test_explicit_rows_and_time_are_kept_and_rounded_to_decim():
+    plan = plan_blocks(600_000, 64, 20, halo=557, decim=7, rows=16, time=5000)
+    assert plan.rows == 16 and plan.time == 5005  # up to a multiple of decim
+    assert plan_blocks(600_000, 64, 20, halo=557, time=100).time == 557  # at least the halo
+
+
+def test_peak_estimate_covers_what_a_block_allocates():
+    """tracemalloc sees numpy's allocations: the estimate must not be an underestimate."""
+    rate, freqs = 30_000.0, SEED_FREQS
+    bank = morlet_kernels(rate, freqs)
+    for decim, output in [(1, "complex"), (30, "power")]:
+        plan = plan_blocks(
+            40 * bank.halo,
+            4,
+            20,
+            bank.halo,
+            decim=decim,
+            out_itemsize=16 if output == "complex" else 8,
+        )
+        x = np.random.default_rng(0).standard_normal((plan.rows, plan.time + 2 * bank.halo))
+        spec = tfr._BlockSpec(
+            bank,
+            1,
+            bank.halo,
+            decim,
+            output,
+            np.dtype(complex if output == "complex" else float),
+            False,
+        )
+        _spectra.cache_clear()
+        tracemalloc.start()
+        tfr._block(x, spec, 0, plan.time, plan.nfft)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak <= plan.peak_bytes, (decim, peak / MiB, plan.peak_bytes / MiB)
+        assert peak >= 0.4 * plan.peak_bytes  # and not a wild overestimate
+
+
+# -- windows compute only their channels --------------------------------------------------------
+
+RATE = 1000.0
+N_TIMES, N_CHANNELS = 120_000, 64  # two minutes, storage chunks span every channel
+STORAGE = (4000, 64)
+FREQS = np.array([8.0, 20.0, 45.0])
+
+
+@pytest.fixture(scope="module")
+def wide_recording(tmp_path_factory):
+    from tests.conftest import write_nwb
+
+    data = counts(N_TIMES, N_CHANNELS, seed=3, zeros=False)
+    path = write_nwb(
+        tmp_path_factory.mktemp("blocks") / "wide.nwb",
+        [
+            dict(
+                name="ElectricalSeries",
+                data=data,
+                rate=RATE,
+                region=range(N_CHANNELS),
+                conversion=1e-6,
+                chunks=STORAGE,
+                compression="gzip",
+                shuffle=True,
+            )
+        ],
+        n_electrodes=N_CHANNELS,
+    )
+    with h5py.File(path) as f:
+        dset = f["acquisition/ElectricalSeries/data"]
+        chunks: dict[int, int] = {}
+        dset.id.chunk_iter(lambda info: chunks.__setitem__(info.byte_offset, info.size))
+    return path, data, chunks
+
+
+@pytest.fixture
+def fetch_log(monkeypatch):
+    log: list[tuple[int, int]] = []
+    original = ByteSource.fetch
+
+    def logged(self, starts, lengths, **kwargs):
+        log.extend(zip(starts, lengths, strict=True))
+        return original(self, starts, lengths, **kwargs)
+
+    monkeypatch.setattr(ByteSource, "fetch", logged)
+    return log
+
+
+@pytest.fixture
+def block_log(monkeypatch):
+    """Every kernel application of the dask engine: (rows, samples) of its extended block."""
+    log: list[tuple[int, int]] = []
+    original = tfr._block
+
+    def logged(xe, spec, start, n_valid, nfft, out=None):
+        log.append((int(np.prod(xe.shape[:-1])), xe.shape[-1]))
+        return original(xe, spec, start, n_valid, nfft, out=out)
+
+    monkeypatch.setattr(tfr, "_block", logged)
+    return log
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_one_channel_window_transforms_one_channel_group(
+    wide_recording, fetch_log, block_log, chunks
+):
+    path, data, stored = wide_recording
+    # With chunks={} the file's dask chunks are read whole (dask narrows a read to a slice
+    # only when one task uses the chunk): keep them small here, as on a long recording.
+    with dask.config.set({"array.chunk-size": "8MiB"}):
+        ds = xr.open_dataset(path, engine="nwbzarr", chunks=chunks)
+    piece = STORAGE[0] if chunks is None else ds.data.chunks[0][0]
+    z = ds.ephys.morlet(FREQS, decim=10, output="power")
+    plan = plan_blocks(
+        N_TIMES, N_CHANNELS, len(FREQS), morlet_kernels(RATE, FREQS).halo, decim=10, out_itemsize=8
+    )
+    fetch_log.clear()
+    window = z.data.sel(channel=130, time=slice(60.0, 60.999))
+    got = window.values
+    # One channel group, the time blocks under one second: not 64 channels.
+    assert 1 <= len(block_log) <= 2
+    assert all(rows <= plan.rows for rows, _ in block_log)
+    assert sum(rows for rows, _ in block_log) < N_CHANNELS / 8
+    # Reads: the stored chunks under those blocks and their halo, each once.
+    offsets = [start for start, _ in fetch_log]
+    assert len(offsets) == len(set(offsets))
+    pieces = (2 * plan.time + 2 * plan.halo) // piece + 2  # read pieces under the blocks
+    assert len(offsets) <= pieces * piece // STORAGE[0] < len(stored) / 2
+    ref = tfr_array_morlet(
+        (data[:, 30].astype(float) * 1e-6)[None, None],
+        RATE,
+        FREQS,
+        7.0,
+        decim=10,
+        output="power",
+    )[0, 0][:, 6000:6100]  # 60-61 s at the decimated 100 Hz
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max())
+
+
+def test_whole_pass_reads_each_stored_chunk_once(wide_recording, fetch_log, block_log):
+    path, data, stored = wide_recording
+    ds = xr.open_dataset(path, engine="nwbzarr")
+    fetch_log.clear()
+    stats = ds.ephys.morlet(FREQS, decim=10).ephys.stats(progress=False)
+    offsets = [start for start, _ in fetch_log]
+    assert sorted(offsets) == sorted(stored)  # every stored chunk, exactly once
+    assert sum(n for _, n in fetch_log) == sum(stored.values())
+    # ...while the transform ran in small channel groups.
+    assert max(rows for rows, _ in block_log) <= DEFAULT_MAX_ROWS
+    x = data[:, :8].T.astype(float) * 1e-6
+    power = tfr_array_morlet(x[None], RATE, FREQS, 7.0, decim=10, output="power")[0]
+    np.testing.assert_allclose(stats["mean"].values[:8], power.mean(-1), rtol=1e-9)
+    np.testing.assert_allclose(stats["std"].values[:8], power.std(-1), rtol=1e-9)

@@ -1,0 +1,157 @@
+"""Dask blocks that see their neighbours: each task gets its samples plus a halo on each side.
+
+``dask.array.map_overlap`` first rechunks, then asks every neighbouring *block* for its edge,
+so a block needs its neighbours computed in full: a one-second window of a transform reads
+three blocks' worth of input, and a rechunked storage chunk is held by several tasks, which
+stops dask from narrowing its read to the part used. Here each extended block is assembled
+straight from the *input* chunks it overlaps, one ``getitem`` per input chunk, zeros beyond
+the record (MNE's padding). When a window's graph uses one part of a chunk, dask's slice
+fusion then reads only that part; a whole pass reads each input chunk once and slices it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["map_halo_blocks"]
+
+
+def _bounds(chunks: Sequence[int]) -> np.ndarray:
+    return np.cumsum((0, *chunks))
+
+
+def _overlaps(lo: int, hi: int, bounds: np.ndarray) -> list[tuple[int, slice, slice]]:
+    """Input chunks meeting ``[lo, hi)``: (chunk, slice inside it, slice inside the block)."""
+    size = int(bounds[-1])
+    a, b = max(lo, 0), min(hi, size)
+    out = []
+    if a >= b:
+        return out
+    first = int(np.searchsorted(bounds, a, side="right")) - 1
+    for j in range(first, len(bounds) - 1):
+        c0, c1 = int(bounds[j]), int(bounds[j + 1])
+        if c0 >= b:
+            break
+        s0, s1 = max(a, c0), min(b, c1)
+        out.append((j, slice(s0 - c0, s1 - c0), slice(s0 - lo, s1 - lo)))
+    return out
+
+
+def map_halo_blocks(
+    func: Callable[..., np.ndarray],
+    x: Any,
+    *,
+    axis: int,
+    other_chunks: tuple[tuple[int, ...], ...],
+    time_chunks: tuple[int, ...],
+    halo: int,
+    out_chunks: tuple[tuple[int, ...], ...],
+    name: str,
+    meta: np.ndarray,
+    **kwargs: Any,
+) -> Any:
+    """Apply ``func(xe, time_block=i, **kwargs)`` to halo-extended blocks of ``x``.
+
+    Parameters
+    ----------
+    func
+        Called with the extended block ``xe``, time moved last (the block's other-axis
+        extent, its time samples plus ``halo`` on each side, zeros beyond the record), and
+        ``time_block``, the block's index along time; returns the output block.
+    x : dask.array.Array
+        The input. Its chunks only decide how blocks are read, not their shape. Pieces are
+        cut from its chunks as they are (no transpose first), so dask can fuse each cut into
+        the read of the chunk.
+    axis
+        The time axis of ``x``.
+    other_chunks, time_chunks
+        The blocks' chunks along the other axes (in ``x``'s order) and along time.
+    halo
+        Samples borrowed from each side.
+    out_chunks
+        Chunks of the result: ``other_chunks``, then one new axis (a single chunk), then
+        the output time chunks (one per time block).
+    name
+        Name of the result (deterministic: tokenize the inputs).
+    meta
+        Empty array of the result's type.
+
+    Returns
+    -------
+    dask.array.Array
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> x = da.arange(10.0, chunks=3)
+    >>> sums = map_halo_blocks(lambda xe, time_block: xe.sum(keepdims=True)[None],
+    ...                        x, axis=0, other_chunks=(), time_chunks=(5, 5), halo=1,
+    ...                        out_chunks=((1,), (1, 1)), name="s", meta=np.empty((0, 0)))
+    >>> sums.compute().tolist()  # [0..5] and [4..9]: each block sees one sample of the next
+    [[15.0, 39.0]]
+    """
+    import dask.array as da
+    from dask._task_spec import DataNode, Task, TaskRef
+    from dask.highlevelgraph import HighLevelGraph
+
+    axis = axis % x.ndim
+    in_bounds = [_bounds(c) for c in x.chunks]
+    block_bounds = [_bounds(c) for c in other_chunks]
+    t_bounds = _bounds(time_chunks)
+    piece_name = f"{name}-input"
+    layer: dict[Any, Any] = {}
+    for idx in itertools.product(*(range(len(c)) for c in (*other_chunks, time_chunks))):
+        *others, it = idx
+        extents = [(int(b[i]), int(b[i + 1])) for b, i in zip(block_bounds, others, strict=True)]
+        extents.insert(axis, (int(t_bounds[it]) - halo, int(t_bounds[it + 1]) + halo))
+        shape = tuple(hi - lo for lo, hi in extents)
+        per_axis = [_overlaps(lo, hi, b) for (lo, hi), b in zip(extents, in_bounds, strict=True)]
+        refs, places = [], []
+        for n, combo in enumerate(itertools.product(*per_axis)):
+            chunk = tuple(j for j, _, _ in combo)
+            inner = tuple(s for _, s, _ in combo)
+            key = (piece_name, *idx, n)
+            layer[key] = Task(
+                key, operator.getitem, TaskRef((x.name, *chunk)), DataNode(None, inner)
+            )
+            refs.append(TaskRef(key))
+            places.append(tuple(p for _, _, p in combo))
+        out_key = (name, *others, 0, it)
+        layer[out_key] = Task(
+            out_key,
+            _assemble,
+            func,
+            axis,
+            shape,
+            x.dtype,
+            tuple(places),
+            it,
+            kwargs,
+            *refs,
+        )
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
+    return da.Array(graph, name, out_chunks, meta=meta)
+
+
+def _assemble(
+    func: Callable[..., np.ndarray],
+    axis: int,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    places: tuple[tuple[slice, ...], ...],
+    time_block: int,
+    kwargs: dict[str, Any],
+    *pieces: np.ndarray,
+) -> np.ndarray:
+    if len(pieces) == 1 and pieces[0].shape == shape:
+        xe = np.asarray(pieces[0])  # a block inside one chunk, no padding: no copy
+    else:
+        xe = np.zeros(shape, dtype=dtype)
+        for place, piece in zip(places, pieces, strict=True):
+            xe[place] = piece
+    return func(np.moveaxis(xe, axis, -1), time_block=time_block, **kwargs)
