@@ -370,20 +370,42 @@ class EphysAccessor:
         channels: Any = None,
         **kwargs: Any,
     ) -> Any:
-        """Plot ``duration`` s from ``start``: traces, or a spectrogram per channel.
+        """Plot ``duration`` s from ``start``: stacked traces, or a spectrogram per channel.
 
-        **Loads** only that window (on a lazy transform: its chunks plus their halo).
-        See :func:`xnwb.plot.plot_window`.
+        **Loads** only that window (on a lazy transform: the blocks under it plus their
+        halo). Keywords go to :func:`xnwb.plot.plot_window` (``ax=``, ``max_channels=``,
+        ``share_scale=``, ``vmin``/``vmax``, ``cmap``, …).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Examples
+        --------
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> da = xr.DataArray(np.random.default_rng(0).standard_normal((500, 3)),
+        ...                   dims=("time", "channel"),
+        ...                   coords={"time": np.arange(500) / 100, "channel": [4, 5, 6]},
+        ...                   attrs={"units": "volts"})
+        >>> fig = da.ephys.plot_window(1.0, 2.0, channels=[4, 6])
+        >>> len(fig.axes[0].lines) >= 2
+        True
         """
         from xnwb.plot import plot_window
 
         return plot_window(self._series(), start, duration, channels, **kwargs)
 
-    def browse(self, *, duration: float = 1.0, channels: Any = None) -> Any:
-        """An ipywidgets viewer that loads one window at a time (:func:`xnwb.plot.browse`)."""
-        from xnwb.plot import browse
+    def browse(self, **kwargs: Any) -> Any:
+        """A notebook viewer that loads one window at a time: see :func:`xnwb.browse.browse`.
 
-        return browse(self._series(), duration=duration, channels=channels)
+        Keywords: ``start``, ``duration``, ``channels``, ``view`` (``"raw"`` or
+        ``"spectrogram"``), ``tfr`` (a transform or z-score to show) or ``freqs`` (computed
+        lazily, with ``n_cycles`` and ``decim``). Needs ``ipywidgets``.
+        """
+        from xnwb.browse import browse
+
+        return browse(self._series(), **kwargs)
 
     # -- helpers --------------------------------------------------------------------------
 
