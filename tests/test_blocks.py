@@ -229,3 +229,24 @@ def test_whole_pass_reads_each_stored_chunk_once(wide_recording, fetch_log, bloc
     power = tfr_array_morlet(x[None], RATE, FREQS, 7.0, decim=10, output="power")[0]
     np.testing.assert_allclose(stats["mean"].values[:8], power.mean(-1), rtol=1e-9)
     np.testing.assert_allclose(stats["std"].values[:8], power.std(-1), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "n,decim,chunk", [(997, 997, 100), (1000, 1001, 250), (3000, 7, 100), (2000, 400, 1)]
+)
+def test_decim_longer_than_input_chunks_and_halo(n, decim, chunk):
+    """Blocks are multiples of decim, so no block is left without an output sample."""
+    x = np.random.default_rng(0).standard_normal((2, n))
+    ref = tfr_array_morlet(x[None], 250.0, [20.0, 40.0], 3.0, decim=decim)[0]
+    for chunks in (None, {1: chunk}):
+        y = tfr.morlet(
+            da.from_array(x, chunks=(1, chunk)),
+            250.0,
+            [20.0, 40.0],
+            3.0,
+            decim=decim,
+            chunks=chunks,
+        )
+        got = y.compute()
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max()
