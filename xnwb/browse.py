@@ -80,7 +80,8 @@ def browse(
         Complex values are shown as power.
     freqs : array_like, optional
         Instead of ``tfr``: frequencies (Hz) of a lazy Morlet power transform,
-        ``obj.ephys.morlet(freqs, n_cycles=n_cycles, decim=decim, output="power")``.
+        ``obj.ephys.morlet(freqs, n_cycles=n_cycles, decim=decim, output="power")``, in blocks
+        about one window long (at least two wavelet halos), the cheapest for moving around.
     n_cycles : float or array_like
         Cycles per wavelet, with ``freqs``.
     decim : int, optional
@@ -119,8 +120,8 @@ def browse(
     >>> round(viewer.start.max, 6), viewer.start.value
     (6.0, 6.0)
     >>> viewer.view.value = "spectrogram"
-    >>> len(viewer.figure.axes)  # a panel and its colour bar per channel
-    6
+    >>> [ax.get_title(loc="left") for ax in viewer.figure.axes if ax.get_label() != "<colorbar>"]
+    ['channel 10', 'channel 11', 'channel 12']
     >>> viewer.channels.value = ()
     >>> viewer.figure is None, viewer.message
     (True, 'no channel selected: pick one or more in the channel list')
@@ -195,7 +196,6 @@ class Browser:
             raise ImportError("browse() needs ipywidgets: pip install 'xnwb[widgets]'") from err
 
         self.data = _series(obj, "obj")
-        self.tfr = _spectrogram_source(self.data, tfr, freqs, n_cycles, decim)
         self.figure: Any = None
         self.message: str | None = None
         self.error: Exception | None = None
@@ -207,6 +207,7 @@ class Browser:
         if not duration > 0:
             raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
         duration = min(float(duration), length)
+        self.tfr = _spectrogram_source(self.data, tfr, freqs, n_cycles, decim, duration)
         if view not in (RAW, SPECTROGRAM):
             raise ValueError(f"view must be {RAW!r} or {SPECTROGRAM!r}, got {view!r}")
         if view == SPECTROGRAM and self.tfr is None:
@@ -429,7 +430,7 @@ def _known(channels: Sequence[Any], labels: list[Any]) -> list[Any]:
 
 
 def _spectrogram_source(
-    series: xr.DataArray, tfr: Any, freqs: Any, n_cycles: Any, decim: int | None
+    series: xr.DataArray, tfr: Any, freqs: Any, n_cycles: Any, decim: int | None, duration: float
 ) -> xr.DataArray | None:
     if tfr is not None and freqs is not None:
         raise ValueError("pass tfr= (a transform to show) or freqs= (to compute one), not both")
@@ -438,8 +439,16 @@ def _spectrogram_source(
             raise ValueError("decim= applies to a transform computed from freqs=; pass freqs too")
         return None
     if tfr is None:
-        q = default_decim(sampling_rate(series)) if decim is None else int(decim)
-        return series.ephys.morlet(freqs, n_cycles=n_cycles, decim=q, output="power")
+        from xnwb.wavelets import morlet_kernels
+
+        rate = sampling_rate(series)
+        q = default_decim(rate) if decim is None else int(decim)
+        # Blocks for looking, not for a whole pass: a window computes the blocks under it,
+        # each with a halo either side, so blocks about a window long (at least two halos)
+        # cost the least per move.
+        halo = morlet_kernels(rate, freqs, n_cycles).halo
+        block = {"time": max(2 * halo, round(duration * rate))}
+        return series.ephys.morlet(freqs, n_cycles=n_cycles, decim=q, output="power", chunks=block)
     tfr = _series(tfr, "tfr")
     if "frequency" not in tfr.dims:
         raise ValueError(
