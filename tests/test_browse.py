@@ -22,6 +22,7 @@ from dask.callbacks import Callback
 
 from tests.conftest import counts, write_nwb
 from xnwb.browse import NO_CHANNEL, Browser, browse
+from xnwb.exceptions import ChannelNotFoundError
 from xnwb.plot import select_window
 from xnwb.source import ByteSource
 
@@ -272,11 +273,13 @@ def test_a_single_series_has_no_channel_list():
     assert len(viewer.figure.axes[0].lines) == 1
     viewer.start.value = 12.0
     assert xlim(viewer.figure) == (12.0, 21.99)
+    with pytest.raises(ChannelNotFoundError, match="no 'channel' dimension"):
+        browse(da, channels=[0])
 
 
 def test_bad_arguments_are_named(recording):
     ds = xr.open_dataset(recording, engine="nwbzarr")
-    with pytest.raises(ValueError, match=r"channels \[999\] are not in this recording"):
+    with pytest.raises(ChannelNotFoundError, match=r"channels \[999\] are not in this rec"):
         browse(ds, channels=[100, 999])
     with pytest.raises(ValueError, match="positive"):
         browse(ds, duration=0.0)
@@ -311,7 +314,7 @@ def test_a_failed_read_is_shown_in_the_output(recording, tmp_path):
 
 
 def test_it_displays_as_its_widget(recording):
-    viewer = browse(xr.open_dataset(recording, engine="nwbzarr"), duration=0.2)
+    viewer = xr.open_dataset(recording, engine="nwbzarr").ephys.browse(duration=0.2)
     assert isinstance(viewer, Browser)
     bundle = viewer._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == (
@@ -367,7 +370,6 @@ def kernel(tmp_path, monkeypatch):
 SETUP = """
 import json
 import xarray as xr
-from xnwb.browse import browse
 from xnwb.source import ByteSource
 
 reads = []
@@ -400,7 +402,7 @@ def facts(viewer):
 
 MOVES = [
     # (code run in a cell, checks on the facts it prints)
-    "viewer = browse(ds, duration=0.5, channels=[100], freqs=[10.0, 20.0, 40.0], n_cycles=5)\n"
+    "viewer = ds.ephys.browse(duration=0.5, channels=[100], freqs=[10.0, 20.0, 40.0], n_cycles=5)\n"
     "display(viewer)",
     "viewer.start.value = 30.0",
     "viewer.duration.value = 2.0",

@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from xnwb.accessors import sampling_rate
+from xnwb.exceptions import ChannelNotFoundError
 
 __all__ = ["RAW", "SPECTROGRAM", "Browser", "browse", "default_decim"]
 
@@ -99,8 +100,10 @@ def browse(
     ImportError
         Without ipywidgets.
     ValueError
-        Unknown channel labels or view, a non-positive duration, both ``tfr`` and ``freqs``,
-        or a ``tfr`` that does not match the recording (channels, time range, no frequency).
+        An unknown view, a non-positive duration, both ``tfr`` and ``freqs``, or a ``tfr``
+        that does not match the recording (channels, time range, no frequency).
+    xnwb.exceptions.ChannelNotFoundError
+        (a ``KeyError``) for channel labels the recording does not have; it names them.
 
     Examples
     --------
@@ -248,6 +251,11 @@ class Browser:
         )
         self.channels: Any = None
         labels = _labels(self.data)
+        if labels is None and channels is not None:
+            raise ChannelNotFoundError(
+                f"channels {channels!r} asked for, but this series has no 'channel' dimension "
+                f"(dims: {self.data.dims}); leave channels=None"
+            )
         if labels is not None:
             chosen = labels[:_DEFAULT_CHANNELS] if channels is None else _known(channels, labels)
             self.channels = widgets.SelectMultiple(
@@ -425,7 +433,10 @@ def _known(channels: Sequence[Any], labels: list[Any]) -> list[Any]:
     missing = [c for c in chosen if c not in labels]
     if missing:
         shown = labels if len(labels) <= 12 else [*labels[:12], "..."]
-        raise ValueError(f"channels {missing} are not in this recording; its labels: {shown}")
+        raise ChannelNotFoundError(
+            f"channels {missing} are not in this recording; its {len(labels)} channel labels "
+            f"(electrode ids, not positions) are {shown}"
+        )
     return chosen
 
 
