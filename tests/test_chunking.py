@@ -26,7 +26,8 @@ from xnwb.source import ByteSource
 DATA = "acquisition/ElectricalSeries/data"
 RATE = 30_000.0
 CONVERSION = 1e-6
-SMALL_CHUNK_SIZE = "4MiB"  # dask's array.chunk-size in the file tests: several time chunks
+SMALL_CHUNK_SIZE = "16MiB"  # dask's array.chunk-size in the file tests: several time chunks
+SMALL_TARGET = 4 * 2**20  # a quarter of it
 
 
 # -- the sizing rule ------------------------------------------------------------------------
@@ -85,10 +86,10 @@ def test_chunk_examples(shape, storage, itemsize, target, expected):
     assert dask_chunks(shape, storage, itemsize, target_bytes=target) == expected
 
 
-def test_target_comes_from_dask_config():
-    with dask.config.set({"array.chunk-size": "32MiB"}):
-        assert dask_chunks((7_800_000, 64), (2000, 8), 8) == (524_000, 8)
+def test_target_is_a_quarter_of_dask_chunk_size():
     with dask.config.set({"array.chunk-size": "128MiB"}):
+        assert dask_chunks((7_800_000, 64), (2000, 8), 8) == (524_000, 8)
+    with dask.config.set({"array.chunk-size": "512MiB"}):
         assert dask_chunks((7_800_000, 64), (2000, 8), 8) == (2_096_000, 8)
     assert dask_chunks((7_800_000, 64), (2000, 8), 8, target_bytes="16MiB") == (262_000, 8)
 
@@ -187,13 +188,15 @@ def test_chunks_are_storage_multiples_and_encoding_keeps_the_storage_chunk(recor
     enc = ds.data.encoding
     assert enc["chunks"] == storage == enc["hdf5_chunks"]
     assert ds.data.dtype == np.float64  # the conversion applies: sized as float64
-    for opened in (ds, auto):
+    for opened, limit in ((auto, 4 * SMALL_TARGET), (ds, SMALL_TARGET)):
         time_chunks, channel_chunks = opened.data.chunks
-        assert len(time_chunks) > 1
         assert all(c % storage[0] == 0 for c in time_chunks[:-1])
         assert all(c % storage[1] == 0 for c in channel_chunks[:-1])
-        assert max(channel_chunks) == max(storage[1], 4)  # storage span kept (at least 4)
-        assert max(time_chunks) * max(channel_chunks) * 8 <= 4 * 2**20
+        assert max(time_chunks) * max(channel_chunks) * 8 <= limit
+    # chunks={}: the storage chunk's channel span (at least 4), time grown to the target
+    assert len(time_chunks) > 1
+    assert max(channel_chunks) == max(storage[1], 4)
+    assert max(time_chunks) * max(channel_chunks) * 8 > SMALL_TARGET / 2
     assert enc["preferred_chunks"] == {
         "time": max(time_chunks),
         "channel": max(channel_chunks),
@@ -203,7 +206,7 @@ def test_chunks_are_storage_multiples_and_encoding_keeps_the_storage_chunk(recor
     )
 
     default = xr.open_dataset(path, engine="nwbzarr", chunks={})
-    assert max(default.data.chunks[0]) * max(default.data.chunks[1]) * 8 <= 128 * 2**20
+    assert max(default.data.chunks[0]) * max(default.data.chunks[1]) * 8 <= 32 * 2**20
 
 
 @pytest.mark.parametrize("channels", ["slice", "list"])
@@ -268,7 +271,7 @@ def test_datatree_chunks_like_the_dataset(wide):
 
 def test_raw_counts_are_sized_in_their_own_dtype(wide):
     path, _ = wide
-    with dask.config.set({"array.chunk-size": "1MiB"}):
+    with dask.config.set({"array.chunk-size": "4MiB"}):
         raw = xr.open_dataset(path, engine="nwbzarr", chunks={}, mask_and_scale=False)
         scaled = xr.open_dataset(path, engine="nwbzarr", chunks={})
     assert raw.data.dtype == np.int16

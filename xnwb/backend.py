@@ -21,6 +21,29 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 class NWBZarrBackendEntrypoint(BackendEntrypoint):
     """Open NWB time series from HDF5 files through Zarr references.
 
+    Notes
+    -----
+    ``chunks=`` (an argument of :func:`xarray.open_dataset` itself) chooses the array type:
+
+    - ``None`` (the default): a lazy array; indexing reads just the stored chunks the
+      selection touches, in one coalesced fetch.
+    - ``{}`` or ``"auto"``: dask, in chunks of whole stored chunks grown along time first
+      (the stored chunk's channel span, at least 4 channels) to a quarter of dask's
+      ``array.chunk-size`` (32 MiB) in the in-memory dtype; see
+      :func:`xnwb.chunking.dask_chunks`. ``"auto"`` lets dask grow those, in whole
+      multiples, to its full ``array.chunk-size``. dask fuses a slice into
+      the read, so a window reads only the stored chunks it touches, one fetch per dask chunk.
+      A channel *list* (``.sel(channel=[...])``) reads every channel of each dask chunk it
+      touches over the window's time range: no more than its stored chunks when they span
+      at least the dask chunk's channels.
+    - a dict such as ``{"time": 300_000}``: those chunks. Multiples of
+      ``encoding["chunks"]`` read efficiently; xarray warns ("separate the stored chunks")
+      when they split ``preferred_chunks``, the dask-sized groups, which costs nothing more.
+
+    ``data.encoding["chunks"]`` is the stored chunk reads decode (a contiguous dataset's
+    virtual sub-chunk), ``encoding["hdf5_chunks"]`` the HDF5 chunk, and
+    ``encoding["preferred_chunks"]`` what ``chunks={}`` gives.
+
     Examples
     --------
     >>> import xarray as xr, xnwb.demo
@@ -28,6 +51,17 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
     >>> ds = xr.open_dataset(path, engine="nwbzarr")
     >>> ds.data.dims, ds.sizes["channel"]
     (('time', 'channel'), 8)
+
+    Stored chunks of 500 samples × 2 channels, with a small dask chunk size to show the
+    grouping (four stored chunks along time, two along channels):
+
+    >>> import dask
+    >>> path = xnwb.demo.write_demo_recording(tmp_path / "small.nwb", duration=10.0,
+    ...                                       chunks=(500, 2))
+    >>> with dask.config.set({"array.chunk-size": "256KiB"}):  # a 64 KiB target
+    ...     dk = xr.open_dataset(path, engine="nwbzarr", chunks={})
+    >>> dk.data.encoding["chunks"], dk.data.data.chunksize
+    ((500, 2), (2000, 4))
     """
 
     description = "Open HDF5 NWB time series lazily through Zarr references (xnwb)"

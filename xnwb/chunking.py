@@ -18,17 +18,23 @@ costs a dozen tasks and fetches. :func:`dask_chunks` groups stored chunks instea
   when the file stores one channel per chunk;
 - it grows along the other axes only when the whole time axis fits and the chunk would stay
   below ``MIN_CHUNK_BYTES``: below that, scheduling overheads outweigh the read;
-- the size target is dask's ``array.chunk-size`` (128 MiB unless configured), in bytes of
-  the *in-memory* dtype (float64 once a conversion applies). A window's cost does not depend
-  on it (the slice is fused into the read); whole passes get dask's own task size; and
-  ``chunks="auto"``, which dask grows from these chunks up to that same limit, keeps them.
+- the size target is a quarter of dask's ``array.chunk-size`` (32 MiB of the default
+  128 MiB), in bytes of the *in-memory* dtype (float64 once a conversion applies). A sliced
+  window's cost does not depend on it (the slice is fused into the read), but everything
+  that is not fused reads whole dask chunks: a channel list's ``take``, ``rechunk``,
+  ``map_overlap``, the wavelet transform's re-split into its blocks (a 1 s z-scored window
+  over ``chunks={}`` data reads 262 stored chunks at 32 MiB, 1048 at 128 MiB). A quarter also
+  leaves room, within dask's task size, for the int16 read buffer and the float64
+  temporaries of scaling, and whole passes lose nothing (the 1 GB recording in 120 tasks).
+  ``chunks="auto"`` lets dask grow these chunks, in whole multiples, up to its full
+  ``array.chunk-size`` (along channels too).
 
 Examples
 --------
 A 64-channel, 30 kHz recording stored as (2000, 8) int16 chunks, read as float64:
 
->>> dask_chunks((7_800_000, 64), (2000, 8), 8, target_bytes=128 * 2**20)
-(2096000, 8)
+>>> dask_chunks((7_800_000, 64), (2000, 8), 8)
+(524000, 8)
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["MIN_CHUNK_BYTES", "MIN_SPAN", "dask_chunks", "default_target_bytes"]
+__all__ = [
+    "CHUNK_SIZE_FRACTION",
+    "MIN_CHUNK_BYTES",
+    "MIN_SPAN",
+    "dask_chunks",
+    "default_target_bytes",
+]
 
 #: Channels a dask chunk spans at least (rounded up to whole storage chunks): a typical
 #: few-channel window then touches one or two dask chunks.
@@ -44,22 +56,27 @@ MIN_SPAN = 4
 #: A chunk whose time axis is whole grows along channels until it holds this much: a task
 #: costs ~0.1-0.3 ms to schedule, a few percent of reading and decoding 1 MiB.
 MIN_CHUNK_BYTES = 2**20
+#: The size target is dask's ``array.chunk-size`` divided by this.
+CHUNK_SIZE_FRACTION = 4
 
 
 def default_target_bytes() -> int:
-    """dask's ``array.chunk-size`` in bytes (128 MiB unless configured).
+    """A quarter of dask's ``array.chunk-size``, in bytes (32 MiB unless configured).
 
     Examples
     --------
     >>> import dask
-    >>> with dask.config.set({"array.chunk-size": "32MiB"}):
+    >>> default_target_bytes() == 32 * 2**20
+    True
+    >>> with dask.config.set({"array.chunk-size": "64MiB"}):
     ...     default_target_bytes()
-    33554432
+    16777216
     """
     import dask
     from dask.utils import parse_bytes
 
-    return int(parse_bytes(dask.config.get("array.chunk-size")))
+    size = int(parse_bytes(dask.config.get("array.chunk-size")))
+    return max(1, size // CHUNK_SIZE_FRACTION)
 
 
 def dask_chunks(
@@ -81,8 +98,9 @@ def dask_chunks(
     itemsize
         Bytes per element *in memory* (8 for float64 once a conversion applies).
     target_bytes
-        Size aimed at for one chunk, in bytes or as a string such as ``"32MiB"``; dask's
-        ``array.chunk-size`` when None. A single storage chunk larger than this is kept whole.
+        Size aimed at for one chunk, in bytes or as a string such as ``"32MiB"``; when None,
+        :func:`default_target_bytes` (a quarter of dask's ``array.chunk-size``). A single
+        storage chunk larger than this is kept whole.
     min_span
         Channels (axis 1) a chunk spans at least, rounded up to whole storage chunks and
         capped by the channel count.
