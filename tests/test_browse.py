@@ -82,7 +82,8 @@ def fetch_log(monkeypatch):
 
 
 def read_chunks(log, chunk_of) -> list[tuple[int, int]]:
-    """The (time, channel) chunks read since the last call, each once, and clear the log."""
+    """The (time, channel) chunks read since the last call, sorted (a chunk read twice shows
+    twice), and clear the log."""
     got = sorted(chunk_of[start] for start, _ in log)
     log.clear()
     return got
@@ -208,15 +209,16 @@ class TaskCount(Callback):
 def test_the_spectrogram_computes_only_the_window(recording, chunk_of, fetch_log, source):
     ds = xr.open_dataset(recording, engine="nwbzarr")
     if source == "freqs":
-        viewer = browse(ds, start=30.0, duration=2.0, channels=[100, 101], freqs=FREQS, n_cycles=5)
-        assert viewer.tfr.attrs["decim"] == 10  # 10 kHz in: about 1 kHz out
+        spectrogram = {"freqs": FREQS, "n_cycles": 5}
     else:
         tfr = ds.ephys.morlet(FREQS, n_cycles=5, decim=10)
         stats = tfr.ephys.stats(progress=False)  # one pass, before the viewer
-        z = tfr.zscore(stats=stats)
-        viewer = browse(ds, start=30.0, duration=2.0, channels=[100, 101], tfr=z)
-    assert viewer.tfr.chunks is not None  # lazy
+        spectrogram = {"tfr": tfr.zscore(stats=stats)}
     fetch_log.clear()
+    viewer = browse(ds, start=30.0, duration=2.0, channels=[100, 101], **spectrogram)
+    assert viewer.tfr.attrs["decim"] == 10  # 10 kHz in: about 1 kHz out
+    assert viewer.tfr.chunks is not None  # lazy: the first (raw) draw read the raw window only
+    assert read_chunks(fetch_log, chunk_of) == window_chunks(30.0, 32.0)
     with TaskCount() as counted:
         viewer.view.value = "spectrogram"
     got = read_chunks(fetch_log, chunk_of)
