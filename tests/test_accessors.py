@@ -344,3 +344,10 @@ def test_morlet_of_unchunked_data_is_chunked_lazily():
     out = da_.ephys.morlet(FREQS, output="power")
     assert isinstance(out.data, da.Array)
     assert_close(out.values, tfr.morlet(X.T, RATE, FREQS, output="power"))
+
+
+def test_transform_units_follow_the_output():
+    ds = recording()
+    assert ds.ephys.morlet(FREQS).data.attrs["unit"] == "volts"
+    assert ds.ephys.morlet(FREQS, output="power").data.attrs["unit"] == "volts**2"
+    assert ds.ephys.morlet(FREQS, output="phase").data.attrs["unit"] == "radians"

@@ -462,6 +462,11 @@ class EphysAccessor:
         freq = np.atleast_1d(np.asarray(freqs, dtype=np.float64))
         attrs = {**da.attrs, **params, "output": output, "decim": int(decim)}
         attrs["rate"] = rate / int(decim)
+        for key in ("unit", "units"):  # coefficients keep the signal's unit; power squares it
+            if key in attrs and output == "power":
+                attrs[key] = f"{attrs[key]}**2"
+            elif key in attrs and output == "phase":
+                attrs[key] = "radians"
         result = xr.DataArray(y, dims=dims, coords=template.coords, name=da.name, attrs=attrs)
         result = result.assign_coords(
             frequency=("frequency", freq, {"units": "Hz", "long_name": "frequency"})

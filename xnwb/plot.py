@@ -439,6 +439,8 @@ def _unit(window: xr.DataArray) -> str:
     conversion = attrs.get("conversion", 1.0)
     if window.dtype.kind in "iu" and np.any(np.asarray(conversion, float) != 1.0):
         return "counts"  # opened with mask_and_scale=False: stored integers, not the unit
+    if unit.endswith("**2") and attrs.get("output") == "power":
+        return unit[:-3]  # a power transform records "volts**2"; the power is applied here
     return unit
 
 
