@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from xnwb.exceptions import ChannelNotFoundError
+from xnwb.units import label_and_factor, quantity_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,17 +33,6 @@ TRACE_SPACING = 6.0  # robust standard deviations between neighbouring trace bas
 MAX_POINTS = 2000  # display columns; longer windows are binned (traces: min and max per bin)
 COLOUR_PERCENTILES = (1.0, 99.0)  # robust colour limits (z-scores: the 99th of |z|)
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
-
-_SI_SYMBOLS = {"V", "A", "m", "s", "S", "Ω", "W", "Hz", "T", "g", "N", "Pa", "K"}
-_SI_NAMES = {
-    "volt": "V", "volts": "V", "ampere": "A", "amperes": "A", "amp": "A", "amps": "A",
-    "meter": "m", "meters": "m", "metre": "m", "metres": "m", "second": "s", "seconds": "s",
-    "siemens": "S", "ohm": "Ω", "ohms": "Ω", "watt": "W", "watts": "W", "hertz": "Hz",
-    "tesla": "T", "gram": "g", "grams": "g", "newton": "N", "newtons": "N", "pascal": "Pa",
-    "kelvin": "K",
-}  # fmt: skip
-_PREFIXES = {-12: "p", -9: "n", -6: "µ", -3: "m", 0: "", 3: "k", 6: "M", 9: "G"}
-_PREFIX_OF = {"p": -12, "n": -9, "u": -6, "µ": -6, "μ": -6, "m": -3, "k": 3, "M": 6, "G": 9}
 
 
 def _as_dataarray(obj: xr.DataArray | xr.Dataset) -> xr.DataArray:
@@ -411,7 +401,7 @@ def _scale_bar(ax: Any, spacing: float, unit: str, power: int, base: float) -> N
     bar.set_gid("scale bar")
     ax.add_collection(bar, autolim=False)
     ax.text(
-        1.03, base, _quantity_text(length, unit, power), transform=where, clip_on=False,
+        1.03, base, quantity_text(length, unit, power), transform=where, clip_on=False,
         ha="left", va="center", fontsize="small", gid="scale bar",
     )  # fmt: skip
 
@@ -444,54 +434,6 @@ def _unit(window: xr.DataArray) -> str:
     return unit
 
 
-def _si(unit: str) -> tuple[str, int] | None:
-    """``(symbol, exponent)`` of an SI unit: "volts" -> ("V", 0), "mV" -> ("V", -3)."""
-    unit = unit.strip()
-    if unit in _SI_SYMBOLS:
-        return unit, 0
-    if unit.lower() in _SI_NAMES:
-        return _SI_NAMES[unit.lower()], 0
-    if len(unit) > 1 and unit[0] in _PREFIX_OF and unit[1:] in _SI_SYMBOLS:
-        return unit[1:], _PREFIX_OF[unit[0]]
-    return None
-
-
-def _prefixed(value: float, unit: str, power: int = 1) -> tuple[float, str]:
-    """``value`` in ``unit``**``power`` -> (number, prefixed unit) that read well.
-
-    >>> _prefixed(2e-4, "volts"), _prefixed(2.5e-5, "V", power=2), _prefixed(3.0, "degC")
-    ((200.0, 'µV'), (25.0, 'mV'), (3.0, 'degC'))
-    """
-    si = _si(unit)
-    if si is None:
-        return value, unit
-    symbol, exponent = si
-    if value == 0 or not math.isfinite(value):
-        return value * 10.0 ** (power * exponent), symbol
-    magnitude = math.log10(abs(value)) + power * exponent
-    chosen = min(max(3 * math.floor(magnitude / (3 * power) + 1e-9), -12), 9)
-    return float(f"{value * 10.0 ** (power * (exponent - chosen)):.12g}"), _PREFIXES[
-        chosen
-    ] + symbol
-
-
-def _unit_text(unit: str, power: int = 1) -> str:
-    """ "V", 2 -> "V²"; "degC", 2 -> "(degC)²"."""
-    if power == 1 or not unit:
-        return unit
-    return f"{unit}²" if _si(unit) else f"({unit})²"
-
-
-def _quantity_text(value: float, unit: str, power: int = 1) -> str:
-    """``2e-4, "volts"`` -> ``"200 µV"``.
-
-    >>> _quantity_text(2e-4, "volts"), _quantity_text(50, "mV"), _quantity_text(5, "degC")
-    ('200 µV', '50 mV', '5 degC')
-    """
-    number, shown = _prefixed(value, unit, power)
-    return f"{number:.3g} {_unit_text(shown, power)}".strip()
-
-
 def _series_name(window: xr.DataArray) -> str:
     series = str(window.attrs.get("series", "")).strip("/")
     if series:
@@ -499,22 +441,10 @@ def _series_name(window: xr.DataArray) -> str:
     return str(window.name) if window.name not in (None, "data") else "value"
 
 
-def _label_and_factor(name: str, unit: str, power: int, largest: float) -> tuple[str, float]:
-    """An axis label with its SI-prefixed unit, and the factor from values to tick numbers.
-
-    >>> _label_and_factor("power", "volts", 2, 3e-5)
-    ('power (mV²)', 1000000.0)
-    """
-    number, shown = _prefixed(largest, unit, power)
-    text = _unit_text(shown, power)
-    factor = number / largest if largest and math.isfinite(largest) else 1.0
-    return (f"{name} ({text})" if text else name), float(f"{factor:.12g}")
-
-
 def _prefix_axis(ax: Any, name: str, values: np.ndarray, unit: str, power: int = 1) -> None:
     """Label a 1-D plot's y axis with its unit, SI-prefixed to read well (µV, not 1e-4 V)."""
     finite = np.abs(values[np.isfinite(values)])
-    label, factor = _label_and_factor(name, unit, power, float(finite.max()) if finite.size else 0)
+    label, factor = label_and_factor(name, unit, power, float(finite.max()) if finite.size else 0)
     ax.set_ylabel(label)
     if factor != 1.0:
         ax.yaxis.set_major_formatter(_scaled_formatter(factor))
@@ -618,7 +548,7 @@ def _plot_spectrogram(
             shrink = 1.0 if shared is None else min(1.0, 0.3 + 0.7 / len(axes))
             bar = fig.colorbar(mesh, ax=where, extend=extend, shrink=shrink)
             largest = max(abs(mesh.norm.vmin), abs(mesh.norm.vmax))
-            label, factor = _label_and_factor(name, unit, power, largest)
+            label, factor = label_and_factor(name, unit, power, largest)
             bar.set_label(label)
             if factor != 1.0:
                 bar.formatter = _scaled_formatter(factor)
