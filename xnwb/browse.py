@@ -389,7 +389,7 @@ def _series(obj: Any, name: str) -> xr.DataArray:
         if "data" not in obj.data_vars:
             raise ValueError(
                 f"{name}: the Dataset has no variable 'data' to browse (variables: "
-                f"{list(obj.data_vars)}); pass ds[name] instead"
+                f"{list(obj.data_vars)}); pass the DataArray to browse instead, e.g. ds[name]"
             )
         obj = obj["data"]
     if not isinstance(obj, xr.DataArray):
