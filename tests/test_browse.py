@@ -244,6 +244,22 @@ def test_the_spectrogram_computes_only_the_window(recording, chunk_of, fetch_log
     assert len(viewer.figure.axes[0].lines) == 2
 
 
+def test_a_move_of_the_window_reuses_the_layout(recording):
+    """Only a change of view, channels or duration lays the figure out again."""
+    viewer = browse(xr.open_dataset(recording, engine="nwbzarr"), duration=1.0, channels=[100, 101])
+    first = [ax.get_position().bounds for ax in viewer.figure.axes]
+    viewer.start.value = 20.0
+    moved = viewer.figure
+    assert type(moved.get_layout_engine()).__name__ == "PlaceHolderLayoutEngine"
+    assert [ax.get_position().bounds for ax in moved.axes] == first
+    assert xlim(moved) == pytest.approx(span(20.0, 1.0), abs=2 / RATE)
+    png = viewer.output.outputs[0]["data"]["image/png"]
+    assert len(png) > 10_000  # a drawn figure, not an empty canvas
+    viewer.channels.value = (100, 101, 102)
+    assert type(viewer.figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    assert len(viewer.figure.axes[0].lines) >= 3
+
+
 def test_without_a_transform_the_switch_is_disabled(recording):
     ds = xr.open_dataset(recording, engine="nwbzarr")
     viewer = browse(ds)
