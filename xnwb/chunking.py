@@ -21,8 +21,8 @@ costs a dozen tasks and fetches. :func:`dask_chunks` groups stored chunks instea
 - the size target is a quarter of dask's ``array.chunk-size`` (32 MiB of the default
   128 MiB), in bytes of the *in-memory* dtype (float64 once a conversion applies). A sliced
   window's cost does not depend on it (the slice is fused into the read), but everything
-  that is not fused reads whole dask chunks: a channel list's ``take``, ``rechunk``,
-  ``map_overlap``, the wavelet transform's re-split into its blocks (a 1 s z-scored window
+  that is not fused reads whole dask chunks: ``rechunk``, ``map_overlap``, the wavelet
+  transform's re-split into its blocks (a 1 s z-scored window
   over ``chunks={}`` data reads 262 stored chunks at 32 MiB, 1048 at 128 MiB). A quarter also
   leaves room, within dask's task size, for the int16 read buffer and the float64
   temporaries of scaling, and whole passes lose nothing (the 1 GB recording in 120 tasks).
@@ -31,9 +31,12 @@ costs a dozen tasks and fetches. :func:`dask_chunks` groups stored chunks instea
 
 Examples
 --------
-A 64-channel, 30 kHz recording stored as (2000, 8) int16 chunks, read as float64:
+A 64-channel, 30 kHz recording stored as (2000, 8) int16 chunks, read as float64, with
+dask's default chunk size:
 
->>> dask_chunks((7_800_000, 64), (2000, 8), 8)
+>>> import dask
+>>> with dask.config.set({"array.chunk-size": "128MiB"}):
+...     dask_chunks((7_800_000, 64), (2000, 8), 8)
 (524000, 8)
 """
 
@@ -66,8 +69,6 @@ def default_target_bytes() -> int:
     Examples
     --------
     >>> import dask
-    >>> default_target_bytes() == 32 * 2**20
-    True
     >>> with dask.config.set({"array.chunk-size": "64MiB"}):
     ...     default_target_bytes()
     16777216
@@ -133,9 +134,9 @@ def dask_chunks(
     A short recording holds its whole time axis in one chunk; channels grow only while the
     chunk is under ``MIN_CHUNK_BYTES`` (1 MiB):
 
-    >>> dask_chunks((20_000, 384), (1000, 1), 8)
+    >>> dask_chunks((20_000, 384), (1000, 1), 8, target_bytes="32MiB")
     (20000, 7)
-    >>> dask_chunks((13_163, 384), (4114, 121), 2)
+    >>> dask_chunks((13_163, 384), (4114, 121), 2, target_bytes="32MiB")
     (13163, 121)
 
     A storage chunk larger than the target stays whole; chunks larger than the data are
