@@ -250,3 +250,27 @@ def test_decim_longer_than_input_chunks_and_halo(n, decim, chunk):
         got = y.compute()
         assert got.shape == ref.shape
         assert np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max()
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Consolidated metadata:UserWarning", "ignore:The data type:Warning"
+)
+def test_zscore_to_zarr_reads_each_stored_chunk_once(wide_recording, fetch_log, tmp_path):
+    path, data, stored = wide_recording
+    ds = xr.open_dataset(path, engine="nwbzarr")
+    tfr_ds = ds.ephys.morlet(FREQS, decim=10)
+    stats = tfr_ds.ephys.stats(progress=False)
+    fetch_log.clear()
+    tfr_ds.zscore(stats=stats).to_zarr(tmp_path / "z.zarr")
+    assert sorted(start for start, _ in fetch_log) == sorted(stored)
+    saved = xr.open_zarr(tmp_path / "z.zarr")["data"]
+    power = tfr_array_morlet(
+        (data[:, 5].astype(float) * 1e-6)[None, None],
+        RATE,
+        FREQS,
+        7.0,
+        decim=10,
+        output="power",
+    )[0, 0]
+    expected = (power - power.mean(-1, keepdims=True)) / power.std(-1, keepdims=True)
+    np.testing.assert_allclose(saved.isel(channel=5).values, expected, rtol=1e-8, atol=1e-8)
