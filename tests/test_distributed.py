@@ -52,3 +52,19 @@ def test_index_is_one_graph_key_not_copied_into_tasks(nwb_writer):
     others = [size for key, size in sizes.items() if key != big]
     assert len(others) == 20
     assert max(others) < 1000 < sizes[big]  # each task only names that key
+
+
+def test_kernel_bank_is_one_graph_key_not_copied_into_transform_tasks():
+    """A 30 kHz bank is megabytes: shipped per task, a cluster pass moved gigabytes."""
+    import dask.array as da
+
+    from xnwb import tfr
+
+    x = da.zeros((8, 600_000), chunks=(8, 100_000))
+    y = tfr.morlet(x, 30_000.0, np.geomspace(10, 100, 20), 7.0, decim=30)
+    layer = dict(y.__dask_graph__().layers[y.name])
+    sizes = {key: len(pickle.dumps(task)) for key, task in layer.items()}
+    params = [key for key in sizes if str(key).endswith("-params")]
+    assert len(params) == 1 and sizes[params[0]] > 1_000_000  # the bank, once
+    assert max(size for key, size in sizes.items() if key not in params) < 5_000
+    np.testing.assert_array_equal(y[:2, :, :10].compute(), np.zeros((2, 20, 10)))

@@ -104,7 +104,10 @@ def map_halo_blocks(
     block_bounds = [_bounds(c) for c in other_chunks]
     t_bounds = _bounds(time_chunks)
     piece_name = f"{name}-input"
-    layer: dict[Any, Any] = {}
+    # The function and its keywords (a kernel bank can be megabytes) are one key of the
+    # graph, which a distributed scheduler ships once per worker, not once per task.
+    params_key = f"{name}-params"
+    layer: dict[Any, Any] = {params_key: DataNode(params_key, (func, kwargs))}
     for idx in itertools.product(*(range(len(c)) for c in (*other_chunks, time_chunks))):
         *others, it = idx
         extents = [(int(b[i]), int(b[i + 1])) for b, i in zip(block_bounds, others, strict=True)]
@@ -125,13 +128,12 @@ def map_halo_blocks(
         layer[out_key] = Task(
             out_key,
             _assemble,
-            func,
+            TaskRef(params_key),
             axis,
             shape,
             x.dtype,
             tuple(places),
             it,
-            kwargs,
             *refs,
         )
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[x])
@@ -139,15 +141,15 @@ def map_halo_blocks(
 
 
 def _assemble(
-    func: Callable[..., np.ndarray],
+    params: tuple[Callable[..., np.ndarray], dict[str, Any]],
     axis: int,
     shape: tuple[int, ...],
     dtype: np.dtype,
     places: tuple[tuple[slice, ...], ...],
     time_block: int,
-    kwargs: dict[str, Any],
     *pieces: np.ndarray,
 ) -> np.ndarray:
+    func, kwargs = params
     if len(pieces) == 1 and pieces[0].shape == shape:
         xe = np.asarray(pieces[0])  # a block inside one chunk, no padding: no copy
     else:
