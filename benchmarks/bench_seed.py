@@ -566,13 +566,21 @@ def child_distributed(path: Path, out: Path, span: int = 0) -> dict[str, Any]:
     samples: list[dict[str, float]] = []
     stop = threading.Event()
 
+    guard = {"over": None}
+
     def sample() -> None:
         while not stop.is_set():
             try:
                 info = client.scheduler_info()["workers"]
-                samples.append({w: v["metrics"]["memory"] for w, v in info.items()})
+                snap = {w: v["metrics"]["memory"] for w, v in info.items()}
+                samples.append((time.perf_counter(), snap))
             except Exception:
                 pass
+            if samples and max(samples[-1][1].values(), default=0) > WORKER_GUARD_BYTES:
+                # the machine is shared: stop before the kernel's OOM killer does
+                guard["over"] = {w: round(v / 1e6) for w, v in samples[-1][1].items()}
+                cluster.close()
+                return
             stop.wait(0.5)
 
     def worker_peak() -> float:
@@ -587,7 +595,16 @@ def child_distributed(path: Path, out: Path, span: int = 0) -> dict[str, Any]:
         sampler.start()
         ds = _opened(path, span)
         tic = time.perf_counter()
-        stats = ds.ephys.morlet(FREQS, n_cycles=N_CYCLES, decim=DECIM).ephys.stats(progress=False)
+        try:
+            tfr = ds.ephys.morlet(FREQS, n_cycles=N_CYCLES, decim=DECIM)
+            stats = tfr.ephys.stats(progress=False)
+        except Exception as err:
+            if guard["over"] is None:
+                raise
+            raise RuntimeError(
+                f"stopped after {time.perf_counter() - tic:.0f} s: a worker passed "
+                f"{WORKER_GUARD_BYTES / 1e9:g} GB (MB per worker: {guard['over']})"
+            ) from err
         seconds = time.perf_counter() - tic
         stop.set()
         sampler.join()
@@ -597,18 +614,28 @@ def child_distributed(path: Path, out: Path, span: int = 0) -> dict[str, Any]:
         client.close()
         cluster.close()
     np.savez(out, mean=stats["mean"].values, std=stats["std"].values, count=stats["count"].values)
-    sampled = {}
-    for snap in samples:
+    sampled: dict[str, float] = {}
+    for _, snap in samples:
         for w, v in snap.items():
             sampled[w] = max(sampled.get(w, 0.0), v / 1e6)
+    # the workers' memory over the pass, ~20 points: seconds from the start, MB per worker
+    every = max(1, len(samples) // 20)
+    timeline = [
+        [round(t - tic, 1), *(round(v / 1e6) for v in snap.values())]
+        for t, snap in samples[::every]
+        if t >= tic
+    ]
     return {
         "seconds": seconds,
         "worker_peak_rss_mb": peaks,
         "worker_rss_before_mb": baseline_rss,
         "worker_sampled_max_mb": sampled,
+        "worker_memory_timeline_mb": timeline,
         "bytes_fetched": sum(fetched.values()),
     }
 
+
+WORKER_GUARD_BYTES = 7e9  # the cluster pass is stopped when a worker's memory passes this
 
 CHILDREN = {
     "stats": child_stats,
@@ -687,7 +714,12 @@ def bench_full_pass(
             transform = (sub["seconds"] - sub["read_seconds"]) * factor
             sub["extrapolated_by_hand_total_s"] = transform + out["read-h5py"]["seconds"]
         if distributed:
-            d = out["distributed"] = run_child("distributed", path, scratch, dist_span)
+            try:
+                d = out["distributed"] = run_child("distributed", path, scratch, dist_span)
+            except RuntimeError as err:
+                out["distributed"] = {"failed": str(err)[-1500:], "samples": dist_span or n_times}
+                print(f"  distributed: FAILED {str(err)[-300:]}", flush=True)
+                return out
             if dist_span or not local:
                 ref = run_child("stats", path, scratch, dist_span)
                 out["stats_same_span_as_distributed"] = ref
@@ -780,7 +812,9 @@ def summary(results: dict[str, Any]) -> str:
             f"extrapolated whole (x{sub['extrapolation_factor']:.0f}): "
             f"{sub['extrapolated_by_hand_total_s']:.0f} s incl. the h5py read"
         )
-    if "distributed" in p:
+    if "distributed" in p and "failed" in p["distributed"]:
+        lines.append(f"distributed: FAILED: {p['distributed']['failed'][-400:]}")
+    elif "distributed" in p:
         d = p["distributed"]
         lines.append(
             f"distributed 2 x 1 over {d['minutes']:g} min: {d['seconds']:.1f} s "
