@@ -502,3 +502,28 @@ def test_real_lfp_traces_and_spectrogram(realdata):
     fig = plot_window(tfr, 105.0, 2.0, channels=[1, 2])
     texts, _ = _assert_inside_png(fig)
     assert any(t.get_text().startswith("power |c|²") for t in texts)
+
+
+def test_a_window_of_a_long_lazy_time_axis_never_builds_its_pandas_index(monkeypatch):
+    """``DataArray.indexes`` turns a 36M-sample lazy time index into pandas (~0.25 s a call)."""
+    import dask.array as dsa
+
+    from xnwb.timeindex import TimeIndex
+
+    index = TimeIndex.from_rate(start=100.0, rate=30_000.0, size=36_000_000, dim="time")
+    rec = xr.DataArray(
+        dsa.random.default_rng(0).standard_normal((36_000_000, 4), chunks=(300_000, 4)) * 1e-4,
+        dims=("time", "channel"),
+        coords=xr.Coordinates.from_xindex(index),
+        attrs={"unit": "volts"},
+    ).assign_coords(channel=[7, 8, 9, 10])
+
+    def refuse(self):
+        raise AssertionError("the lazy time index was turned into a pandas index")
+
+    monkeypatch.setattr(TimeIndex, "to_pandas_index", refuse)
+    fig = plot_window(rec, 700.0, 1.0, channels=[8, 9])
+    assert len(fig.axes[0].lines) >= 2
+    assert fig.axes[0].get_xlim()[0] == pytest.approx(700.0, abs=1e-3)
+    with pytest.raises(ValueError, match="outside the recording"):
+        select_window(rec, 5000.0, 1.0)

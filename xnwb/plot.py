@@ -60,8 +60,10 @@ def _plain(label: Any) -> Any:
 
 
 def _channel_labels(da: xr.DataArray) -> list[Any]:
-    if "channel" in da.indexes:
-        return [_plain(c) for c in da.indexes["channel"]]
+    # (Never ``da.indexes``: it builds a pandas index of every dimension, and of a long lazy
+    # time axis that costs a quarter of a second each time.)
+    if "channel" in da.xindexes:
+        return [_plain(c) for c in da["channel"].values]
     return list(range(da.sizes["channel"]))
 
 
@@ -130,24 +132,26 @@ def select_window(
         raise ValueError(f"duration must be positive, got {duration!r}")
     if "time" not in da.dims:
         raise ValueError(f"no 'time' dimension to window (dims: {da.dims})")
-    times = da.indexes["time"] if "time" in da.indexes else None
-    if times is not None and len(times):
-        first, last = float(times[0]), float(times[-1])
+    n = da.sizes["time"]
+    step = 0.0
+    if "time" in da.xindexes and n:
+        # The ends and the first step only: a lazy time index is never materialised.
+        first, second, last = (
+            float(t) for t in da["time"].isel(time=[0, min(1, n - 1), n - 1]).values
+        )
         if start > last or start + duration < first:
             raise ValueError(
                 f"window {start}–{start + duration} s lies outside the recording "
                 f"({first:g}–{last:g} s)"
             )
-    step = 0.0
-    if times is not None and len(times) > 1:
-        step = float(times[1] - times[0])
+        step = second - first
     stop = start + duration - 0.5 * step if step > 0 else start + duration
     chosen = _channel_list(channels)
     if chosen is not None:
         _check_channels(da, chosen)
     window = da.sel(time=slice(start, stop))
     if chosen is not None and "channel" in window.dims:
-        if "channel" in window.indexes:
+        if "channel" in window.xindexes:
             window = window.sel(channel=chosen)
         else:
             window = window.isel(channel=chosen)
