@@ -108,12 +108,25 @@ def map_halo_blocks(
     # graph, which a distributed scheduler ships once per worker, not once per task.
     params_key = f"{name}-params"
     layer: dict[Any, Any] = {params_key: DataNode(params_key, (func, kwargs))}
+    # Each axis's blocks and the input chunks they meet, worked out once per axis (a long
+    # recording has tens of thousands of blocks: the graph is built in seconds, not minutes).
+    extents_of: list[list[tuple[int, int]]] = [
+        [(int(b[i]), int(b[i + 1])) for i in range(len(b) - 1)] for b in block_bounds
+    ]
+    extents_of.insert(
+        axis,
+        [(int(t_bounds[i]) - halo, int(t_bounds[i + 1]) + halo) for i in range(len(time_chunks))],
+    )
+    overlaps_of = [
+        [_overlaps(lo, hi, bounds) for lo, hi in extents]
+        for extents, bounds in zip(extents_of, in_bounds, strict=True)
+    ]
     for idx in itertools.product(*(range(len(c)) for c in (*other_chunks, time_chunks))):
         *others, it = idx
-        extents = [(int(b[i]), int(b[i + 1])) for b, i in zip(block_bounds, others, strict=True)]
-        extents.insert(axis, (int(t_bounds[it]) - halo, int(t_bounds[it + 1]) + halo))
-        shape = tuple(hi - lo for lo, hi in extents)
-        per_axis = [_overlaps(lo, hi, b) for (lo, hi), b in zip(extents, in_bounds, strict=True)]
+        positions = list(others)
+        positions.insert(axis, it)
+        shape = tuple(hi - lo for (lo, hi) in (extents_of[a][i] for a, i in enumerate(positions)))
+        per_axis = [overlaps_of[a][i] for a, i in enumerate(positions)]
         refs, places = [], []
         for n, combo in enumerate(itertools.product(*per_axis)):
             chunk = tuple(j for j, _, _ in combo)
