@@ -136,3 +136,19 @@ def pynwb_series(nwbfile: Any, path: str) -> Any:
             raise KeyError(f"{part!r} not among {sorted(children)} under {obj.name!r}")
         obj = children[part]
     return obj
+
+
+@pytest.fixture
+def fetch_log(monkeypatch) -> list[tuple[int, int]]:
+    """Every byte range read through ``ByteSource.fetch`` while the test runs: (start, length)."""
+    from xnwb.source import ByteSource
+
+    log: list[tuple[int, int]] = []
+    original = ByteSource.fetch
+
+    def logged(self, starts, lengths, **kwargs):
+        log.extend(zip(starts, lengths, strict=True))
+        return original(self, starts, lengths, **kwargs)
+
+    monkeypatch.setattr(ByteSource, "fetch", logged)
+    return log

@@ -17,7 +17,6 @@ import xnwb  # noqa: F401  (registers the accessors)
 from tests.conftest import counts
 from xnwb import tfr
 from xnwb.blocks import DEFAULT_MAX_ROWS, plan_blocks
-from xnwb.source import ByteSource
 from xnwb.wavelets import _spectra, morlet_kernels
 
 MiB = 2**20
@@ -149,19 +148,6 @@ def wide_recording(tmp_path_factory):
         chunks: dict[int, int] = {}
         dset.id.chunk_iter(lambda info: chunks.__setitem__(info.byte_offset, info.size))
     return path, data, chunks
-
-
-@pytest.fixture
-def fetch_log(monkeypatch):
-    log: list[tuple[int, int]] = []
-    original = ByteSource.fetch
-
-    def logged(self, starts, lengths, **kwargs):
-        log.extend(zip(starts, lengths, strict=True))
-        return original(self, starts, lengths, **kwargs)
-
-    monkeypatch.setattr(ByteSource, "fetch", logged)
-    return log
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from tests.conftest import counts, write_nwb
 from xnwb.browse import NO_CHANNEL, Browser, browse
 from xnwb.exceptions import ChannelNotFoundError
 from xnwb.plot import select_window
-from xnwb.source import ByteSource
 
 matplotlib.use("Agg")
 pytest.importorskip("ipywidgets", reason="browse() needs ipywidgets")
@@ -66,19 +65,6 @@ def chunk_of(recording) -> dict[int, tuple[int, int]]:
             )
         )
     return where
-
-
-@pytest.fixture
-def fetch_log(monkeypatch):
-    log: list[tuple[int, int]] = []
-    original = ByteSource.fetch
-
-    def logged(self, starts, lengths, **kwargs):
-        log.extend(zip(starts, lengths, strict=True))
-        return original(self, starts, lengths, **kwargs)
-
-    monkeypatch.setattr(ByteSource, "fetch", logged)
-    return log
 
 
 def read_chunks(log, chunk_of) -> list[tuple[int, int]]:

@@ -14,7 +14,6 @@ import xarray as xr
 from tests.conftest import counts
 from xnwb.exceptions import ChannelNotFoundError
 from xnwb.plot import MAX_HEIGHT, MAX_POINTS, plot_window, select_window
-from xnwb.source import ByteSource
 from xnwb.testing import counted_array, raise_if_dask_computes
 
 matplotlib.use("Agg")
@@ -64,19 +63,6 @@ def offset_recording(nwb_writer):
         ]
     )  # fmt: skip
     return path, data
-
-
-@pytest.fixture
-def fetch_log(monkeypatch):
-    log: list[tuple[int, int]] = []
-    original = ByteSource.fetch
-
-    def logged(self, starts, lengths, **kwargs):
-        log.extend(zip(starts, lengths, strict=True))
-        return original(self, starts, lengths, **kwargs)
-
-    monkeypatch.setattr(ByteSource, "fetch", logged)
-    return log
 
 
 def _spectrogram(n_channels=3, seed=0, scale=None, **attrs):

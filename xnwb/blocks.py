@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import scipy.fft as sfft
 
-__all__ = ["DEFAULT_MAX_ROWS", "BlockPlan", "block_peak_bytes", "plan_blocks"]
+from xnwb.chunking import dask_chunk_size
+
+__all__ = ["DEFAULT_MAX_ROWS", "BlockPlan", "block_peak_bytes", "fft_length", "plan_blocks"]
 
 DEFAULT_MAX_ROWS = 4  # channels per block: what a one-channel window transforms at most
 HALOS_PER_BLOCK = 8  # block length in halos: the overlap is 2/8 of the work
@@ -61,7 +63,14 @@ class BlockPlan:
     peak_bytes: int
 
 
-def _fft_length(n: int, decim: int) -> int:
+def fft_length(n: int, decim: int = 1) -> int:
+    """Smallest fast FFT length ``>= n`` that is a multiple of ``decim``.
+
+    Examples
+    --------
+    >>> fft_length(11114), fft_length(11114, 10)
+    (11200, 11200)
+    """
     return decim * sfft.next_fast_len(-(-int(n) // decim))
 
 
@@ -90,7 +99,7 @@ def block_peak_bytes(
     """
     q = max(1, int(decim))
     ext = time + 2 * halo
-    nfft = _fft_length(ext, q)
+    nfft = fft_length(ext, q)
     n_out = -(-time // q)
     buf_item = 16 if complex_in else 8
     total = 2 * rows * ext * in_itemsize  # the extended block and the pieces it came from
@@ -156,9 +165,7 @@ def plan_blocks(
     5000
     """
     if target_bytes is None:
-        import dask
-
-        target_bytes = int(dask.utils.parse_bytes(dask.config.get("array.chunk-size")))
+        target_bytes = dask_chunk_size()
     q = max(1, int(decim))
     h = max(0, int(halo))
     n_times, n_rows = max(1, int(n_times)), max(1, int(n_rows))
@@ -193,5 +200,5 @@ def plan_blocks(
         while t > floor and peak(r, t) > target_bytes:
             t = round_time(max(floor, t * 3 // 4))
     return BlockPlan(
-        rows=r, time=t, halo=h, nfft=_fft_length(min(t, n_times) + 2 * h, q), peak_bytes=peak(r, t)
+        rows=r, time=t, halo=h, nfft=fft_length(min(t, n_times) + 2 * h, q), peak_bytes=peak(r, t)
     )

@@ -49,6 +49,7 @@ __all__ = [
     "CHUNK_SIZE_FRACTION",
     "MIN_CHUNK_BYTES",
     "MIN_SPAN",
+    "dask_chunk_size",
     "dask_chunks",
     "default_target_bytes",
 ]
@@ -63,6 +64,22 @@ MIN_CHUNK_BYTES = 2**20
 CHUNK_SIZE_FRACTION = 4
 
 
+def dask_chunk_size() -> int:
+    """dask's ``array.chunk-size`` in bytes (128 MiB unless configured).
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"array.chunk-size": "64MiB"}):
+    ...     dask_chunk_size()
+    67108864
+    """
+    import dask
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(dask.config.get("array.chunk-size")))
+
+
 def default_target_bytes() -> int:
     """A quarter of dask's ``array.chunk-size``, in bytes (32 MiB unless configured).
 
@@ -73,11 +90,7 @@ def default_target_bytes() -> int:
     ...     default_target_bytes()
     16777216
     """
-    import dask
-    from dask.utils import parse_bytes
-
-    size = int(parse_bytes(dask.config.get("array.chunk-size")))
-    return max(1, size // CHUNK_SIZE_FRACTION)
+    return max(1, dask_chunk_size() // CHUNK_SIZE_FRACTION)
 
 
 def dask_chunks(

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from xnwb.blocks import BlockPlan, plan_blocks
+from xnwb.blocks import BlockPlan, fft_length, plan_blocks
+from xnwb.chunking import dask_chunk_size
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
 from xnwb.wavelets import KernelBank, morlet_kernels, pywt_kernels
 
@@ -257,17 +258,6 @@ class _BlockSpec:
     complex_in: bool
 
 
-def fft_length(n: int, decim: int = 1) -> int:
-    """Smallest fast FFT length ``>= n`` that is a multiple of ``decim``.
-
-    Examples
-    --------
-    >>> fft_length(11114), fft_length(11114, 10)
-    (11200, 11200)
-    """
-    return decim * sfft.next_fast_len(-(-int(n) // decim))
-
-
 def merge_small_chunks(chunks: Sequence[int], minimum: int) -> tuple[int, ...]:
     """Merge neighbouring chunks until each holds at least ``minimum`` samples.
 
@@ -319,9 +309,7 @@ def suggest_time_chunk(
     6000
     """
     if target_bytes is None:
-        import dask
-
-        target_bytes = dask.utils.parse_bytes(dask.config.get("array.chunk-size"))
+        target_bytes = dask_chunk_size()
     size = max(int(target_bytes) // max(1, n_other * n_freqs * itemsize), 8 * halo, 1)
     if preferred:
         size = max(int(preferred), size // int(preferred) * int(preferred))
