@@ -470,3 +470,16 @@ def test_browse_in_a_jupyter_kernel(recording, chunk_of, kernel, tmp_path):
     assert back["start"] == 56.0 and back["titles"] == ["channel 104"]
     assert back["xlim"] == pytest.approx([56.0, 58.0], abs=0.01)
     assert back["draws"] == 9
+
+
+def test_a_moved_spectrogram_keeps_its_shared_label_clear_of_the_ticks(recording):
+    viewer = browse(
+        xr.open_dataset(recording, engine="nwbzarr"),
+        freqs=FREQS,
+        view="spectrogram",
+        channels=[100, 101],
+    )
+    laid_out = [text.get_position() for text in viewer.figure.texts]
+    assert laid_out  # the shared "frequency (Hz)" label
+    viewer.start.value = 20.0
+    assert [text.get_position() for text in viewer.figure.texts] == laid_out

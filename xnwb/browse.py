@@ -204,10 +204,11 @@ class Browser:
         self.error: Exception | None = None
         self.draws = 0
         self._quiet = False
-        # Axes positions of the last laid-out figure, by what decides its layout: a move that
-        # changes only the window reuses them instead of running the layout engine again
-        # (constrained layout measures every tick label, about half of a redraw).
-        self._layout: tuple[Any, list[Any]] | None = None
+        # Axes and figure-text positions (the shared frequency label, the channel-cap note) of
+        # the last laid-out figure, by what decides its layout: a move that changes only the
+        # window reuses them instead of running the layout engine again (constrained layout
+        # measures every tick label, about half of a redraw).
+        self._layout: tuple[Any, list[Any], list[Any]] | None = None
 
         self._first, self._end, self._step = _extent(self.data)
         length = self._end - self._first
@@ -309,18 +310,30 @@ class Browser:
         except Exception as err:  # shown in the output: a widget callback cannot raise to you
             self._show_message(f"could not draw this window: {type(err).__name__}: {err}", err)
             return None
-        key = (self.view.value, tuple(chosen or ()), self.duration.value, len(figure.axes))
+        key = (
+            self.view.value,
+            tuple(chosen or ()),
+            self.duration.value,
+            len(figure.axes),
+            len(figure.texts),
+        )
         reuse = self._layout is not None and self._layout[0] == key
         if reuse:
             figure.set_layout_engine("none")
             for ax, position in zip(figure.axes, self._layout[1], strict=True):
                 ax.set_position(position)
+            for text, position in zip(figure.texts, self._layout[2], strict=True):
+                text.set_position(position)
         try:
             png = _render_png(figure)
         finally:
             plt.close(figure)  # no second copy from an inline backend; still inspectable
         if not reuse:
-            self._layout = (key, [ax.get_position() for ax in figure.axes])
+            self._layout = (
+                key,
+                [ax.get_position() for ax in figure.axes],
+                [text.get_position() for text in figure.texts],
+            )
         self.figure, self.message, self.error = figure, None, None
         self.output.outputs = (
             {
@@ -408,9 +421,7 @@ def _render_png(figure: Any) -> bytes:
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(canvas.buffer_rgba())).save(
-        buffer, format="png", compress_level=1
-    )
+    Image.fromarray(np.asarray(canvas.buffer_rgba())).save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
 
 
