@@ -20,6 +20,8 @@ import numpy as np
 from xnwb.exceptions import ChunkDecodeError, UnsupportedFilterError
 
 __all__ = [
+    "FILTER_NAMES",
+    "PRODUCED_CODEC_IDS",
     "ChunkCodec",
     "codec_pipeline",
     "decode_chunk",
@@ -27,8 +29,8 @@ __all__ = [
     "hdf5_filters_to_codecs",
 ]
 
-# HDF5 filter id -> short name, for messages (registered ids from the HDF Group list).
-_FILTER_NAMES = {
+#: Every HDF5 filter id the HDF Group registers (and the predefined ones) -> its name.
+FILTER_NAMES: dict[int, str] = {
     1: "deflate (gzip)",
     2: "shuffle",
     3: "fletcher32",
@@ -38,16 +40,73 @@ _FILTER_NAMES = {
     307: "bzip2",
     32000: "lzf",
     32001: "blosc",
+    32002: "mafisc",
+    32003: "snappy",
     32004: "lz4",
+    32005: "apax",
+    32006: "cbf",
+    32007: "jpeg-xr",
     32008: "bitshuffle",
+    32009: "spdp",
+    32010: "lpc-rice",
+    32011: "ccsds-123",
+    32012: "jpeg-ls",
+    32013: "zfp",
+    32014: "fpzip",
     32015: "zstd",
-    32017: "blosc2",
+    32016: "b3d",
+    32017: "sz",
+    32018: "fcidecomp",
+    32019: "jpeg",
+    32020: "vbz",
+    32021: "fapec",
+    32022: "bitgroom",
+    32023: "granular bitround",
+    32024: "sz3",
+    32025: "delta-rice",
+    32026: "blosc2",
+    32027: "flac",
+    32028: "sperr",
+    32033: "htj2k",
 }
+
+#: Every numcodecs codec id a filter pipeline of xnwb's index can name (plus
+#: ``vlen-utf8`` for inlined strings). The one list: a reference file naming any
+#: other codec is not one xnwb would write.
+PRODUCED_CODEC_IDS: frozenset[str] = frozenset(
+    {
+        "zlib",
+        "shuffle",
+        "fletcher32",
+        "bz2",
+        "blosc",
+        "zstd",
+        "imagecodecs_lzf",
+        "imagecodecs_lz4h5",
+        "imagecodecs_jpegls",
+        "xnwb_hdf5_bitshuffle",
+        "xnwb_hdf5_blosc2",
+        "vlen-utf8",
+    }
+)
 
 
 def filter_name(filter_id: int) -> str:
-    """Human name of an HDF5 filter id, e.g. ``filter_name(1) == 'deflate (gzip)'``."""
-    return _FILTER_NAMES.get(filter_id, f"filter id {filter_id}")
+    """An HDF5 filter id as words, for messages.
+
+    Examples
+    --------
+    >>> filter_name(1)
+    "'deflate (gzip)' (id 1)"
+    >>> filter_name(32017)
+    "'sz' (id 32017)"
+    >>> filter_name(40000)
+    'id 40000 (not in the HDF Group registry of filters)'
+    """
+    name = FILTER_NAMES.get(filter_id)
+    if name is None:
+        return f"id {filter_id} (not in the HDF Group registry of filters)"
+    return f"{name!r} (id {filter_id})"
 
 
 def _imagecodecs_config(codec_id: str, filter_id: int, path: str) -> dict[str, Any]:
@@ -55,10 +114,37 @@ def _imagecodecs_config(codec_id: str, filter_id: int, path: str) -> dict[str, A
         import imagecodecs.numcodecs  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise UnsupportedFilterError(
-            f"dataset {path!r} uses the HDF5 {filter_name(filter_id)} filter, which needs "
+            f"dataset {path!r} uses the HDF5 filter {filter_name(filter_id)}, which needs "
             "imagecodecs: pip install imagecodecs"
         ) from err
     return {"id": codec_id}
+
+
+def _bitshuffle_config(cd_values: tuple[int, ...], itemsize: int, path: str) -> dict[str, Any]:
+    compression = {0: "none", 2: "lz4", 3: "zstd"}.get(cd_values[4] if len(cd_values) > 4 else 0)
+    if compression is None:
+        raise UnsupportedFilterError(
+            f"dataset {path!r} uses the HDF5 filter {filter_name(32008)} with compression "
+            f"code {cd_values[4]}, which xnwb cannot decode (it reads none, lz4 and zstd)"
+        )
+    return {
+        "id": "xnwb_hdf5_bitshuffle",
+        "elementsize": int(cd_values[2]) if len(cd_values) > 2 and cd_values[2] else itemsize,
+        "blocksize": int(cd_values[3]) if len(cd_values) > 3 else 0,
+        "compression": compression,
+        "level": int(cd_values[5]) if len(cd_values) > 5 else 0,
+    }
+
+
+def _blosc2_config(itemsize: int, path: str) -> dict[str, Any]:
+    try:
+        import blosc2  # noqa: F401
+    except ImportError as err:
+        raise UnsupportedFilterError(
+            f"dataset {path!r} uses the HDF5 filter {filter_name(32026)}, which needs the "
+            "blosc2 package: pip install blosc2"
+        ) from err
+    return {"id": "xnwb_hdf5_blosc2", "typesize": int(itemsize)}
 
 
 def hdf5_filters_to_codecs(
@@ -115,11 +201,18 @@ def hdf5_filters_to_codecs(
             )
         elif filter_id == 32004:
             configs.append(_imagecodecs_config("imagecodecs_lz4h5", filter_id, path))
+        elif filter_id == 32008:
+            configs.append(_bitshuffle_config(tuple(cd_values), itemsize, path))
+        elif filter_id == 32018:
+            # FCIDECOMP chunks are plain JPEG-LS images.
+            configs.append(_imagecodecs_config("imagecodecs_jpegls", filter_id, path))
+        elif filter_id == 32026:
+            configs.append(_blosc2_config(itemsize, path))
         else:
             raise UnsupportedFilterError(
-                f"dataset {path!r} uses the HDF5 {filter_name(filter_id)} filter "
-                f"(id {filter_id}), which xnwb cannot decode; re-pack the file with "
-                "h5repack using gzip, blosc, zstd or lz4"
+                f"dataset {path!r} uses the HDF5 filter {filter_name(filter_id)}, which xnwb "
+                "cannot decode; re-pack the file with h5repack using gzip, blosc, zstd or lz4 "
+                "(e.g. h5repack -f GZIP=4 in.nwb out.nwb)"
             )
     return configs
 
@@ -136,6 +229,8 @@ def _codecs_from_key(key: str) -> tuple[numcodecs.abc.Codec, ...]:
         import imagecodecs.numcodecs
 
         imagecodecs.numcodecs.register_codecs(verbose=False)
+    if "xnwb_hdf5_" in key:
+        import xnwb.h5codecs  # noqa: F401  (registers the codecs)
     return tuple(numcodecs.get_codec(dict(c)) for c in json.loads(key))
 
 

@@ -196,7 +196,10 @@ def _index_dataset(
     # reads none of them and the HDF5 chunking survives as preferred chunks.
     small = nbytes <= inline_bytes and name.rsplit("/", 1)[-1] != "data"
     if ds.shape == () or small or layout == h5py.h5d.COMPACT:
-        return _inline_numeric(ds, attrs)
+        try:
+            return _inline_numeric(ds, attrs)
+        except OSError as err:  # HDF5 itself lacks a filter of the pipeline
+            raise _Skip(_unreadable_reason(ds, plist, name, err)) from err
 
     fill = ds.fillvalue
     if layout == h5py.h5d.CONTIGUOUS:
@@ -213,6 +216,16 @@ def _index_dataset(
                 f"the file ({file_size} bytes): the file is truncated"
             )
     return ref
+
+
+def _unreadable_reason(ds: h5py.Dataset, plist: Any, name: str, err: OSError) -> str:
+    """Why HDF5 could not read a small dataset: the filter it lacks, if that is it."""
+    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    try:
+        hdf5_filters_to_codecs(filters, ds.dtype.itemsize, "/" + name)
+    except UnsupportedFilterError as why:
+        return str(why)
+    return f"HDF5 cannot read it: {err}"
 
 
 def _inline_ref(

@@ -155,7 +155,7 @@ def _time_axis(index: ReferenceIndex, source: ByteSource, path: str, n: int, loa
 
 def _filters_label(ref: ArrayRef) -> str:
     if ref.problem:
-        return "unsupported: " + ref.problem.split("uses the HDF5 ", 1)[-1].split(" filter")[0]
+        return "unsupported: " + ref.problem.split("uses the HDF5 filter ", 1)[-1].split(", ")[0]
     if ref.layout == "inline":
         return "inline"
     if not ref.filters:
