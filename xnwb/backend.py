@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,8 +12,16 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 from xnwb.api import open_source
+from xnwb.exceptions import XnwbError
 from xnwb.index import DEFAULT_MAX_CHUNK_BYTES
-from xnwb.nwb import file_attrs, find_series, pick_series, series_dataset
+from xnwb.nwb import (
+    XnwbWarning,
+    file_attrs,
+    find_series,
+    pick_series,
+    series_dataset,
+    skipped_series,
+)
 
 __all__ = ["NWBZarrBackendEntrypoint"]
 
@@ -114,10 +124,25 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         refs, source = _open(
             filename_or_obj, storage_options, index, index_cache, allowed_sources, max_chunk_bytes
         )
-        nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=file_attrs(refs, source))}
+        root = xr.Dataset(attrs=file_attrs(refs, source))
+        nodes: dict[str, xr.Dataset] = {"/": root}
+        skipped = skipped_series(refs)
         for path in find_series(refs):
-            ds = series_dataset(refs, source, path, mask_and_scale=mask_and_scale)
+            try:
+                ds = series_dataset(refs, source, path, mask_and_scale=mask_and_scale)
+            except (XnwbError, ValueError) as err:  # one bad series must not hide the rest
+                skipped[path] = f"{type(err).__name__}: {err}"
+                continue
             nodes[f"/{path}"] = _drop(ds, drop_variables)
+        if skipped:
+            root.attrs["skipped_series"] = json.dumps(dict(sorted(skipped.items())))
+            warnings.warn(
+                f"{len(skipped)} series left out of the tree: "
+                + "; ".join(f"{p} ({why})" for p, why in sorted(skipped.items()))
+                + "; the root's attrs['skipped_series'] lists them (JSON)",
+                XnwbWarning,
+                stacklevel=2,
+            )
         tree = xr.DataTree.from_dict(nodes)
         tree.encoding["xnwb_open"] = refs.info.get("open", {})
         return tree

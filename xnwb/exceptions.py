@@ -87,3 +87,22 @@ class ChannelNotFoundError(XnwbError, KeyError):
 
 
 __all__ += ["ChannelNotFoundError"]
+
+
+class UnindexedDataError(SeriesNotFoundError):
+    """A series whose data the index had to leave out, with the reason.
+
+    Compound dtypes, data in external raw files, HDF5 virtual datasets, an external
+    link to another file, or a filter HDF5 itself lacks.
+    """
+
+
+class ExternalDataError(NotTimeSeriesError):
+    """A series whose samples live in external files (``external_file``), not in the NWB file."""
+
+
+class CacheWarning(UserWarning):
+    """The index cache could not be used (damaged entry, unwritable folder): open went on."""
+
+
+__all__ += ["CacheWarning", "ExternalDataError", "UnindexedDataError"]

@@ -18,7 +18,13 @@ from xarray.core import indexing
 from xnwb.array import ReferenceBackendArray
 from xnwb.chunking import dask_chunks
 from xnwb.codecs import codec_pipeline
-from xnwb.exceptions import NotNWBError, NotTimeSeriesError, SeriesNotFoundError
+from xnwb.exceptions import (
+    ExternalDataError,
+    NotNWBError,
+    NotTimeSeriesError,
+    SeriesNotFoundError,
+    UnindexedDataError,
+)
 from xnwb.read import read_array
 from xnwb.refs import ArrayRef, ReferenceIndex
 from xnwb.source import ByteSource
@@ -76,54 +82,113 @@ def find_series(index: ReferenceIndex) -> list[str]:
     return sorted(p for p in index.groups if p and _is_series(index, p))
 
 
+def skipped_series(index: ReferenceIndex) -> dict[str, str]:
+    """Series the index could not take, with the reason: their ``data`` was skipped.
+
+    A group counts when it has a ``neurodata_type`` and its ``data`` dataset is in
+    ``index.info["skipped"]`` (compound dtype, external raw storage, an HDF5 virtual
+    dataset, an external link to another file, a filter HDF5 itself lacks).
+    """
+    skipped = index.info.get("skipped", {}) or {}
+    out = {}
+    for name, why in skipped.items():
+        parent, _, leaf = name.strip("/").rpartition("/")
+        if leaf == "data" and "neurodata_type" in index.groups.get(parent, {}):
+            out[parent] = str(why)
+    return dict(sorted(out.items()))
+
+
+def unopenable_series(index: ReferenceIndex) -> dict[str, str]:
+    """Every series that cannot be opened, with the reason (skipped or undecodable)."""
+    out = skipped_series(index)
+    for path in find_series(index):
+        problem = index.arrays[f"{path}/data"].problem
+        if problem:
+            out[path] = problem
+    return dict(sorted(out.items()))
+
+
+def _describe(index: ReferenceIndex, path: str) -> str:
+    data = index.arrays[f"{path}/data"]
+    kind = index.groups[path].get("neurodata_type", "?")
+    return f"group={path!r} ({kind}, shape {tuple(data.shape)})"
+
+
+def _listing(index: ReferenceIndex, candidates: list[str]) -> str:
+    text = "; ".join(_describe(index, p) for p in candidates) if candidates else "none"
+    broken = unopenable_series(index)
+    if broken:
+        text += "; cannot be opened: " + "; ".join(f"{p} ({why})" for p, why in broken.items())
+    return text
+
+
 def pick_series(index: ReferenceIndex, group: str | None) -> str:
     """The series to open: ``group``, or the default one.
 
-    The default is the single ``ElectricalSeries`` directly in ``acquisition``;
-    failing that, the file's only series.
+    The default is the one ``ElectricalSeries`` directly in ``acquisition``; failing
+    that, the one ``ElectricalSeries`` anywhere under ``acquisition`` (inside an
+    ``LFP`` or ``FilteredEphys`` container, say); failing that, the file's only series
+    that can be opened.
 
     Raises
     ------
     NotTimeSeriesError
         ``group`` exists but is not a time series.
+    UnindexedDataError
+        ``group`` is a series whose data the index had to leave out (the message
+        says why: compound dtype, external storage, virtual dataset, external link).
     SeriesNotFoundError
-        ``group`` does not exist, or there is no unambiguous default.
+        ``group`` does not exist, or there is no unambiguous default; the message
+        lists the candidates as ``group=...`` arguments.
     """
     candidates = find_series(index)
-    listing = ", ".join(candidates) if candidates else "none"
+    skipped = skipped_series(index)
     if group is not None:
         path = group.strip("/")
         if path in candidates:
             return path
         if path.endswith("/data") and path[: -len("/data")] in candidates:
             return path[: -len("/data")]
+        bare = path[: -len("/data")] if path.endswith("/data") else path
+        if bare in skipped:
+            raise UnindexedDataError(
+                f"series {bare!r} cannot be opened: its data was left out of the index "
+                f"({skipped[bare]}); series that can be opened: {_listing(index, candidates)}"
+            )
         if path in index.groups or path in index.arrays:
             kind = index.attrs(path).get(
                 "neurodata_type", "a dataset" if path in index.arrays else "a group"
             )
             raise NotTimeSeriesError(
-                f"group {group!r} is not a time series ({kind}); series in this file: {listing}"
+                f"group {group!r} is not a time series ({kind}); "
+                f"series in this file: {_listing(index, candidates)}"
             )
-        raise SeriesNotFoundError(f"no group {group!r} in the file; series in this file: {listing}")
-    acquired = [
-        p
-        for p in candidates
-        if p.count("/") == 1
-        and p.startswith("acquisition/")
-        and index.groups[p].get("neurodata_type") == "ElectricalSeries"
-    ]
-    if len(acquired) == 1:
-        return acquired[0]
-    if len(candidates) == 1:
-        return candidates[0]
-    why = (
-        f"{len(acquired)} ElectricalSeries in acquisition"
-        if acquired
-        else "no ElectricalSeries in acquisition"
-    )
-    raise SeriesNotFoundError(
-        f"pick a series with group=...: {why}; series in this file: {listing}"
-    )
+        raise SeriesNotFoundError(
+            f"no group {group!r} in the file; series in this file: {_listing(index, candidates)}"
+        )
+    openable = [p for p in candidates if not index.arrays[f"{p}/data"].problem]
+
+    def electrical(paths: list[str]) -> list[str]:
+        return [p for p in paths if index.groups[p].get("neurodata_type") == "ElectricalSeries"]
+
+    acquired = [p for p in electrical(candidates) if p.startswith("acquisition/")]
+    direct = [p for p in acquired if p.count("/") == 1]
+    for choice in (direct, acquired):
+        if len(choice) == 1:
+            return choice[0]
+    if not acquired and len(openable) == 1:
+        return openable[0]
+    if not acquired and not openable and len(candidates) == 1:
+        return candidates[0]  # opening it raises its own reason (the filter it uses)
+    if acquired:
+        why = f"{len(acquired)} ElectricalSeries in acquisition"
+    elif openable:
+        why = f"no ElectricalSeries in acquisition and {len(openable)} series"
+    else:
+        why = "no series that can be opened"
+    # Nothing to open but something that failed: the reason is the news.
+    error = UnindexedDataError if not openable and unopenable_series(index) else SeriesNotFoundError
+    raise error(f"pick a series with group=...: {why}; candidates: {_listing(index, candidates)}")
 
 
 @dataclass
@@ -220,22 +285,31 @@ def _electrodes(
             stacklevel=4,
         )
         notes["electrodes_mismatch"] = f"{region.size} region entries for {n_channels} channels"
+        notes["channel_labels"] = "positions"
         return default, {}, notes
     id_ref = index.arrays.get(f"{table}/id")
     if id_ref is None:
         notes["electrodes_table"] = f"/{table} has no id column"
         return region.astype(np.int64), {}, notes
     ids = np.asarray(read_array(id_ref, source, f"{table}/id")).reshape(-1)
-    if region.size and (region.min() < 0 or region.max() >= ids.size):
+    outside = (region < 0) | (region >= ids.size)
+    if outside.any():
+        # Rows that do not exist: no electrode id is known for sure, so the labels
+        # are the column positions, marked as such, never ids that look right.
+        bad = [int(v) for v in region[outside][:5]]
         warnings.warn(
-            f"series {path!r}: the electrodes region points at rows up to {int(region.max())} "
-            f"but /{table} has {ids.size} rows; the channel coordinate holds the region "
-            "indices and electrode columns are left out",
+            f"series {path!r}: the electrodes region points at rows {bad} of /{table}, "
+            f"which has {ids.size} rows (0..{ids.size - 1}); the channel coordinate holds "
+            "column positions 0..n-1 instead of electrode ids, and electrode columns are "
+            "left out (attrs['channel_labels'] == 'positions')",
             XnwbWarning,
             stacklevel=4,
         )
-        notes["electrodes_mismatch"] = f"region rows beyond the {ids.size}-row table"
-        return region.astype(np.int64), {}, notes
+        notes["electrodes_mismatch"] = (
+            f"region rows {bad} outside the {ids.size}-row table /{table}"
+        )
+        notes["channel_labels"] = "positions"
+        return default, {}, notes
 
     columns: dict[str, tuple[str, np.ndarray]] = {}
     skipped = []
@@ -261,12 +335,39 @@ def _electrodes(
     return ids[region], columns, notes
 
 
-def _data_dims(ndim: int) -> tuple[str, ...]:
+_IMAGE_TYPES = {
+    "ImageSeries",
+    "ImageMaskSeries",
+    "OpticalSeries",
+    "TwoPhotonSeries",
+    "OnePhotonSeries",
+}
+
+
+def _data_dims(ndim: int, neurodata_type: str | None = None) -> tuple[str, ...]:
+    """Dimension names from the NWB schema of the series' type.
+
+    Examples
+    --------
+    >>> _data_dims(3, "SpikeEventSeries")
+    ('time', 'channel', 'sample')
+    >>> _data_dims(2, "SpikeEventSeries")
+    ('time', 'sample')
+    >>> _data_dims(3, "TwoPhotonSeries")
+    ('time', 'x', 'y')
+    """
     if ndim == 1:
         return ("time",)
+    if neurodata_type == "SpikeEventSeries":  # (events, [channels,] samples per event)
+        return ("time", "sample") if ndim == 2 else ("time", "channel", "sample")
+    if neurodata_type == "ElectricalSeries" and ndim == 3:  # (times, channels, samples)
+        return ("time", "channel", "sample")
+    if neurodata_type in _IMAGE_TYPES:
+        last = "r_g_b" if neurodata_type == "OpticalSeries" and ndim == 4 else "z"
+        return ("time", "x", "y", last)[:ndim]
     if ndim == 2:
         return ("time", "channel")
-    return ("time", *("x", "y", "z", "w")[: ndim - 1])
+    return ("time", *(f"dim_{i}" for i in range(1, ndim)))
 
 
 _SERIES_ATTRS = ("description", "comments", "continuity", "filtering", "neurodata_type")
@@ -291,22 +392,25 @@ def series_dataset(
     if not data_ref.shape:
         raise NotTimeSeriesError(f"series {path!r}: data is a scalar, not a series")
     n = data_ref.shape[0]
-    dims = _data_dims(len(data_ref.shape))
     group_attrs = index.groups[path]
+    neurodata_type = _scalar(group_attrs.get("neurodata_type"))
+    dims = _data_dims(len(data_ref.shape), neurodata_type)
     data_attrs = data_ref.attrs
+    external = _external_files(index, source, path, data_ref)
 
     conversion = float(_scalar(data_attrs.get("conversion", 1.0)))
     offset = float(_scalar(data_attrs.get("offset", 0.0)))
     cc_ref = index.arrays.get(f"{path}/channel_conversion")
     channel_conversion = None
-    if cc_ref is not None and len(dims) == 2:
+    if cc_ref is not None and "channel" in dims:
         channel_conversion = np.asarray(
             read_array(cc_ref, source, f"{path}/channel_conversion"), np.float64
         ).reshape(-1)
-        if channel_conversion.size != data_ref.shape[1]:
+        n_channels = data_ref.shape[dims.index("channel")]
+        if channel_conversion.size != n_channels:
             raise NotTimeSeriesError(
                 f"series {path!r}: channel_conversion has {channel_conversion.size} entries "
-                f"for {data_ref.shape[1]} channels"
+                f"for {n_channels} channels"
             )
 
     attrs: dict[str, Any] = {"series": f"/{path}"}
@@ -370,13 +474,50 @@ def series_dataset(
         variable.encoding["hdf5_chunks"] = tuple(data_ref.stored_chunks)
 
     ds = xr.Dataset({"data": variable}, coords=coords, attrs=attrs)
-    if len(dims) >= 2:
-        channel_ids, columns, notes = _electrodes(index, source, path, data_ref.shape[1])
+    if external:
+        ds.attrs["external_file"] = external
+    if "channel" in dims:
+        n_channels = data_ref.shape[dims.index("channel")]
+        channel_ids, columns, notes = _electrodes(index, source, path, n_channels)
         ds = ds.assign_coords(channel=("channel", channel_ids), **columns)
+        if notes.get("channel_labels") == "positions":
+            ds["channel"].attrs["long_name"] = "channel position (electrode ids unknown)"
         if channel_conversion is not None:
             ds = ds.assign_coords(channel_conversion=("channel", channel_conversion))
         ds.attrs.update(notes)
+    elif f"{path}/electrodes" in index.arrays:
+        # One channel, no channel axis (a 1-D ElectricalSeries, a 2-D SpikeEventSeries):
+        # the electrode stays a scalar coordinate, as after ``ds.sel(channel=id)``.
+        channel_ids, columns, notes = _electrodes(index, source, path, 1)
+        if channel_ids.size == 1:
+            scalars = {name: ((), values[0]) for name, (_, values) in columns.items()}
+            ds = ds.assign_coords(channel=((), channel_ids[0]), **scalars)
+        ds.attrs.update(notes)
     return ds
+
+
+def _external_files(
+    index: ReferenceIndex, source: ByteSource, path: str, data_ref: ArrayRef
+) -> list[str]:
+    """The ``external_file`` names of an ImageSeries; an error if its data are only there."""
+    ref = index.arrays.get(f"{path}/external_file")
+    if ref is None:
+        return []
+    names = [str(v) for v in np.asarray(read_array(ref, source, f"{path}/external_file")).ravel()]
+    if data_ref.nbytes == 0:
+        raise ExternalDataError(
+            f"series {path!r} keeps its samples in external files {names} (its "
+            "'external_file'), not in the NWB file; open those with a reader for their "
+            "format (e.g. imageio or OpenCV for video), using 'starting_frame' to map "
+            "frames to files"
+        )
+    warnings.warn(
+        f"series {path!r} names external files {names} besides the data stored in the "
+        "file; only the stored data are opened (see attrs['external_file'])",
+        XnwbWarning,
+        stacklevel=4,
+    )
+    return names
 
 
 def file_attrs(index: ReferenceIndex, source: ByteSource) -> dict[str, Any]:
