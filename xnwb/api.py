@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from xnwb.cache import cache_dir, load_cached, store_cached
+from xnwb.cache import cache_dir, load_cached, source_identity, store_cached
 from xnwb.exceptions import UnsafeReferenceError
 from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES, index_hdf5, open_h5
 from xnwb.nwb import check_nwb, find_series, series_summary
@@ -159,8 +159,10 @@ def open_source(
         References for ``source`` built earlier (a JSON path or a
         :class:`ReferenceIndex`); every read then goes to ``source``.
     index_cache
-        Cache of indexes of remote files: ``True`` (default folder), a folder, or
-        ``False``.
+        Cache of indexes: ``True`` (default folder), a folder, or ``False``. Remote
+        indexes are always cached; local ones when they hold at least
+        ``LOCAL_CACHE_MIN_CHUNKS`` chunks (smaller ones build in milliseconds). See
+        :mod:`xnwb.cache` for what makes an entry valid.
     allowed_sources
         URL prefixes references may point to besides the opened source.
     **index_options
@@ -207,21 +209,37 @@ def open_source(
         return refs, byte_source
 
     byte_source = ByteSource(url, storage_options)
-    folder = cache_dir(index_cache) if not byte_source.is_local else None
-    refs = None
+    folder = cache_dir(index_cache)
+    refs = identity = None
+    key = url
     if folder is not None:
-        fingerprint = byte_source.fingerprint()
-        refs = load_cached(folder, url, fingerprint)
+        try:
+            identity = source_identity(byte_source)
+        except FileNotFoundError:
+            folder = None  # building the index names the missing file
+        else:
+            key = identity.get("path", url)  # a local file by its real path
+            refs = load_cached(folder, key, identity)
+    cached = refs is not None
     if refs is None:
         refs = build_index(url, storage_options, byte_source=byte_source, **index_options)
-        if folder is not None:
-            store_cached(folder, url, fingerprint, refs)
-        cached = False
-    else:
-        cached = True
+        if identity is not None and _worth_caching(refs, byte_source.is_local):
+            store_cached(folder, key, identity, refs)
+    refs.source = url
     check_nwb(refs, repr(url))
     refs.info["open"] = _report(byte_source, tic, cached=cached)
     return refs, byte_source
+
+
+#: Local indexes with fewer chunks than this build in milliseconds: not worth an entry.
+LOCAL_CACHE_MIN_CHUNKS = 10_000
+
+
+def _worth_caching(refs: ReferenceIndex, local: bool) -> bool:
+    """Remote indexes always; local ones when the walk was long (many chunks)."""
+    if not local:
+        return True
+    return sum(arr.offsets.size for arr in refs.arrays.values()) >= LOCAL_CACHE_MIN_CHUNKS
 
 
 def _single_file(refs: ReferenceIndex) -> None:

@@ -1,10 +1,35 @@
-"""A local cache of reference indexes, keyed by URL and checked against the object's version.
+"""A persistent cache of reference indexes, keyed by source and checked against its identity.
 
-Walking HDF5 metadata over a network is the slow part of opening a remote file, so
-the index is saved after the first open. An entry is used only if the object's size
-and version tag (ETag, generation, mtime) still match; a changed file is indexed
-again, never read with stale offsets. Entries are ``.npz`` files (numpy arrays of
-offsets plus a JSON document; no pickle) named by a hash of the URL.
+Walking HDF5 metadata is the slow part of opening a file (seconds over a network;
+seconds locally too once a file has a million chunks), so the index is saved after
+the first open. An entry is used only when the source's **identity** still matches
+the one recorded when the index was built; anything else means the index is built
+again, never read with stale offsets.
+
+What identifies a source (:func:`source_identity`):
+
+- a **local file**: its real path, device, inode, size, ``mtime_ns`` and ``ctime_ns``.
+  ``ctime`` cannot be set back by a user (only the clock can), so a file replaced or
+  rewritten in place — even with its size and mtime restored — no longer matches.
+- a **remote object**: size and version tag (ETag, GCS generation, mtime). An ETag is
+  trusted as it stands only from object stores that derive it from the content or a
+  per-write generation (``s3://``, ``gs://``). HTTP servers commonly build ETags from
+  inode/size/mtime (so a restored mtime restores the ETag), send weak ones (``W/``),
+  constant ones or none: for every ``http(s)://`` source the identity also holds a
+  **content fingerprint**, a SHA-256 of the file's first and last 64 KiB (where HDF5
+  keeps the superblock, the root group and the metadata written at close). It costs
+  one ranged request per open. What cannot be detected: an HTTP object rewritten with
+  the same size, tag and first and last 64 KiB but a different layout in between.
+
+Each entry is one ``.npz`` file (offsets and lengths as int64 arrays plus a JSON
+document; no pickle) named by a hash of the key, written to a temporary file and
+renamed into place (two processes building one entry leave one valid entry). Its
+last member is a SHA-256 over everything before it: an entry altered or cut short
+after it was written is rebuilt, not trusted.
+
+The cache never stops an open: a damaged, truncated, empty or unreadable entry is
+rebuilt, and a folder that cannot be created or written (read-only, full, a regular
+file) means the open goes on uncached; each case with a :class:`CacheWarning`.
 
 The folder is ``$XNWB_CACHE_DIR``, else ``$XDG_CACHE_HOME/xnwb``, else
 ``~/.cache/xnwb``; ``index_cache=False`` (or ``XNWB_CACHE_DIR=off``) disables it.
@@ -12,21 +37,29 @@ The folder is ``$XNWB_CACHE_DIR``, else ``$XDG_CACHE_HOME/xnwb``, else
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
+from xnwb.exceptions import CacheWarning
 from xnwb.refs import ReferenceIndex
-from xnwb.remote import Fingerprint
 
-__all__ = ["cache_dir", "load_cached", "store_cached"]
+__all__ = ["cache_dir", "load_cached", "source_identity", "store_cached"]
 
-_FORMAT = 1
+#: Version of the entry layout; entries of another version are rebuilt.
+_FORMAT = 2
+#: Bytes hashed at each end of an HTTP object for its content fingerprint.
+CONTENT_FINGERPRINT_BYTES = 64 * 2**10
+#: Schemes whose version tags change with every write of the content.
+_TRUSTED_TAG_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs"})
 
 
 def cache_dir(setting: bool | str | os.PathLike[str] | None = True) -> Path | None:
@@ -50,49 +83,182 @@ def cache_dir(setting: bool | str | os.PathLike[str] | None = True) -> Path | No
     return Path(base) / "xnwb"
 
 
-def _entry(folder: Path, url: str) -> Path:
-    return folder / (hashlib.sha256(url.encode("utf-8")).hexdigest()[:40] + ".npz")
+def local_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What identifies one version of a local file (``os.stat`` of its real path).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as fh:
+    ...     sorted(local_identity(fh.name))
+    ['ctime_ns', 'dev', 'ino', 'kind', 'mtime_ns', 'path', 'size']
+    """
+    real = os.path.realpath(os.fspath(path))
+    stat = os.stat(real)
+    return {
+        "kind": "local",
+        "path": real,
+        "dev": stat.st_dev,
+        "ino": stat.st_ino,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+    }
 
 
-def load_cached(folder: Path | None, url: str, fingerprint: Fingerprint) -> ReferenceIndex | None:
-    """The cached index of ``url`` if it was built from this version of the object."""
+def tag_is_trusted(url: str, tag: str | None) -> bool:
+    """Whether a version tag alone identifies the content of ``url`` (see the module notes).
+
+    Examples
+    --------
+    >>> tag_is_trusted("s3://bucket/rec.nwb", '"9b2cf535f27731c974343645a3985328"')
+    True
+    >>> tag_is_trusted("https://host/rec.nwb", '"5f3e2a1b-1a2b"')
+    False
+    >>> tag_is_trusted("gs://bucket/rec.nwb", None)
+    False
+    """
+    if not tag or str(tag).startswith("W/"):
+        return False
+    return urlparse(url).scheme in _TRUSTED_TAG_SCHEMES
+
+
+def content_fingerprint(byte_source: Any, size: int) -> str:
+    """SHA-256 of the first and last :data:`CONTENT_FINGERPRINT_BYTES` of a source."""
+    head = min(size, CONTENT_FINGERPRINT_BYTES)
+    tail_start = max(head, size - CONTENT_FINGERPRINT_BYTES)
+    starts, lengths = [0], [head]
+    if size > tail_start:
+        starts.append(tail_start)
+        lengths.append(size - tail_start)
+    digest = hashlib.sha256()
+    for piece in byte_source.fetch(starts, lengths):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def source_identity(byte_source: Any) -> dict[str, Any]:
+    """What identifies the version of ``byte_source`` (a :class:`~xnwb.source.ByteSource`).
+
+    Local files: :func:`local_identity`. Remote objects: size and tag, plus a content
+    fingerprint unless :func:`tag_is_trusted`.
+    """
+    if byte_source.is_local:
+        from xnwb.source import local_path
+
+        return local_identity(local_path(byte_source.url))
+    fingerprint = byte_source.fingerprint()
+    identity: dict[str, Any] = {"kind": "remote", **fingerprint.to_dict()}
+    if not tag_is_trusted(byte_source.url, identity.get("tag")):
+        identity["content"] = content_fingerprint(byte_source, int(identity["size"]))
+    return identity
+
+
+def _as_identity(identity: Any) -> dict[str, Any]:
+    return identity.to_dict() if hasattr(identity, "to_dict") else dict(identity)
+
+
+def _entry(folder: Path, key: str) -> Path:
+    return folder / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:40] + ".npz")
+
+
+def _digest(members: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every member (names, dtypes, shapes and bytes), in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(members):
+        arr = np.ascontiguousarray(members[name])
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        digest.update(memoryview(arr).cast("B"))
+    return digest.hexdigest()
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CacheWarning, stacklevel=4)
+
+
+def load_cached(folder: Path | None, key: str, identity: Any) -> ReferenceIndex | None:
+    """The cached index of ``key`` if it was built from this ``identity`` of the source.
+
+    ``None`` when there is no entry, it belongs to another version, or it is damaged
+    (then with a :class:`CacheWarning`; the caller rebuilds and overwrites it).
+    """
     if folder is None:
         return None
-    path = _entry(folder, url)
-    if not path.exists():
+    path = _entry(folder, key)
+    try:
+        if not path.exists():
+            return None
+    except OSError:
         return None
+    wanted = _as_identity(identity)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            doc = json.loads(bytes(npz["doc"]).decode("utf-8"))
-            if doc.get("format") != _FORMAT or doc.get("url") != url:
-                return None
-            if Fingerprint.from_dict(doc["fingerprint"]) != fingerprint:
-                return None
-            arrays = {name: npz[name] for name in npz.files if name != "doc"}
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged entry is rebuilt, not trusted
-    return _from_parts(doc["refs"], arrays, url)
+            names = list(npz.files)
+            if "digest" not in names or "doc" not in names:
+                raise ValueError("incomplete entry")
+            members = {name: npz[name] for name in names if name != "digest"}
+            recorded = bytes(npz["digest"]).decode("ascii")
+        if _digest(members) != recorded:
+            raise ValueError("its checksum does not match its contents")
+        doc = json.loads(bytes(members.pop("doc")).decode("utf-8"))
+        if doc.get("format") != _FORMAT or doc.get("key") != key:
+            return None
+        if doc.get("identity") != json.loads(json.dumps(wanted)):
+            return None  # another version of the source: rebuild
+        return _from_parts(doc["refs"], members, doc["source"])
+    except Exception as err:  # any damage: rebuild, never trust, never stop the open
+        _warn(
+            f"index cache entry {str(path)!r} is damaged ({type(err).__name__}: {err}); "
+            "indexing the file again"
+        )
+        return None
 
 
 def store_cached(
-    folder: Path | None, url: str, fingerprint: Fingerprint, index: ReferenceIndex
+    folder: Path | None, key: str, identity: Any, index: ReferenceIndex
 ) -> Path | None:
-    """Save ``index`` for ``url`` (atomically); returns the entry's path."""
+    """Save ``index`` for ``key`` atomically; the entry's path, or ``None`` if it could not.
+
+    Never raises for the folder's sake: an unwritable folder gives a
+    :class:`CacheWarning` and ``None``.
+    """
     if folder is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
     refs, arrays = _to_parts(index)
-    doc = {"format": _FORMAT, "url": url, "fingerprint": fingerprint.to_dict(), "refs": refs}
-    arrays["doc"] = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)
-    path = _entry(folder, url)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    doc = {
+        "format": _FORMAT,
+        "key": key,
+        "source": index.source,
+        "identity": _as_identity(identity),
+        "refs": refs,
+    }
+    members = dict(arrays)
+    members["doc"] = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)
+    digest = np.frombuffer(_digest(members).encode("ascii"), dtype=np.uint8)
+    path = _entry(folder, key)
+    tmp = None
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.stem, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **members, digest=digest)  # the checksum is the last member
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        _warn(
+            f"cannot write the index cache in {str(folder)!r} ({type(err).__name__}: {err}); "
+            "the file opens uncached: pass index_cache=<folder> or set XNWB_CACHE_DIR to a "
+            "writable folder, or index_cache=False to silence this"
+        )
+        return None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return path
 
 
@@ -104,11 +270,9 @@ def _to_parts(index: ReferenceIndex) -> tuple[dict[str, Any], dict[str, np.ndarr
     names: dict[str, int] = {}
     for n, (path, arr) in enumerate(index.arrays.items()):
         names[path] = n
-        arrays[f"o{n}"] = arr.offsets
-        arrays[f"l{n}"] = arr.lengths
+        arrays[f"o{n}"] = np.ascontiguousarray(arr.offsets, dtype=np.int64)
+        arrays[f"l{n}"] = np.ascontiguousarray(arr.lengths, dtype=np.int64)
         if arr.inline:
-            import base64
-
             inline[path] = {
                 ".".join(map(str, key)): base64.b64encode(value).decode("ascii")
                 for key, value in arr.inline.items()
@@ -119,15 +283,16 @@ def _to_parts(index: ReferenceIndex) -> tuple[dict[str, Any], dict[str, np.ndarr
 
 
 def _from_parts(refs: dict[str, Any], arrays: dict[str, np.ndarray], url: str) -> ReferenceIndex:
-    import base64
-
     names = refs.pop("arrays")
     inline = refs.pop("inline")
     index = ReferenceIndex.from_refs(refs, source=url)
     for path, n in names.items():
         arr = index.arrays[path]
-        arr.offsets = arrays[f"o{n}"]
-        arr.lengths = arrays[f"l{n}"]
+        offsets, lengths = arrays[f"o{n}"], arrays[f"l{n}"]
+        if offsets.size != arr.offsets.size or lengths.size != arr.offsets.size:
+            raise ValueError(f"the chunk grid of {path!r} does not match its metadata")
+        arr.offsets = offsets.reshape(arr.offsets.shape)
+        arr.lengths = lengths.reshape(arr.offsets.shape)
         arr.inline = {
             tuple(int(i) for i in key.split(".")) if key else (): base64.b64decode(value)
             for key, value in inline.get(path, {}).items()
