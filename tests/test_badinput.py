@@ -98,6 +98,7 @@ def test_series_whose_data_was_skipped_says_why(tmp_path, case):
     with tree_warning:
         tree = xr.open_datatree(path, engine="nwbzarr", index_cache=False)
     assert re.search(reason, json.loads(tree.attrs["skipped_series"])[TS])
+    assert re.search(reason, xnwb.list_series(path, index_cache=False).attrs["cannot_open"][TS])
 
 
 def _two_series(tmp_path: Path, bad_filter) -> Path:

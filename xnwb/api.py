@@ -13,7 +13,7 @@ import pandas as pd
 from xnwb.cache import cache_dir, load_cached, source_identity, store_cached
 from xnwb.exceptions import UnsafeReferenceError
 from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES, index_hdf5, open_h5
-from xnwb.nwb import check_nwb, find_series, series_summary
+from xnwb.nwb import check_nwb, find_series, series_summary, unopenable_series
 from xnwb.refs import ReferenceIndex
 from xnwb.source import ByteSource, is_local, local_path
 
@@ -287,7 +287,8 @@ def list_series(
         Indexed by series path, with ``neurodata_type``, ``shape``, ``dtype``,
         ``rate`` (Hz, or ``"timestamps"``), ``duration`` (s), ``chunks``,
         ``compression`` and ``stored_bytes``. ``df.attrs["open"]`` reports the
-        requests, bytes and seconds opening took, and whether the index was cached.
+        requests, bytes and seconds opening took, and whether the index was cached;
+        ``df.attrs["cannot_open"]`` maps series that cannot be opened to the reason.
 
     Examples
     --------
@@ -314,4 +315,5 @@ def list_series(
     ]
     frame = pd.DataFrame(rows, columns=columns).set_index("path")
     frame.attrs["open"] = index.info.get("open", {})
+    frame.attrs["cannot_open"] = unopenable_series(index)
     return frame
