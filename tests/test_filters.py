@@ -13,6 +13,7 @@ import xarray as xr
 import xnwb
 from xnwb.codecs import PRODUCED_CODEC_IDS, filter_name, hdf5_filters_to_codecs
 from xnwb.exceptions import UnsupportedFilterError
+from xnwb.h5codecs import HDF5Bitshuffle, HDF5Blosc2
 from xnwb.read import read_array
 from xnwb.source import ByteSource
 
@@ -144,3 +145,29 @@ def test_filter_names_are_the_registered_ones():
     assert filter_name(32008) == "'bitshuffle' (id 32008)"
     with pytest.raises(UnsupportedFilterError, match=r"'szip' \(id 4\)"):
         hdf5_filters_to_codecs([(4, 0, (), b"")], 2, "/d")
+
+
+@pytest.mark.parametrize(
+    ("codec", "options"),
+    [
+        (
+            lambda: HDF5Bitshuffle(2, compression="none"),
+            lambda: hdf5plugin.Bitshuffle(cname="none"),
+        ),
+        (lambda: HDF5Bitshuffle(2, compression="lz4"), lambda: hdf5plugin.Bitshuffle(cname="lz4")),
+        (
+            lambda: HDF5Bitshuffle(2, compression="zstd"),
+            lambda: hdf5plugin.Bitshuffle(cname="zstd"),
+        ),
+        (lambda: HDF5Blosc2(2), lambda: hdf5plugin.Blosc2()),
+    ],
+)
+def test_our_encoding_is_read_back_by_hdf5_itself(tmp_path, codec, options):
+    """Chunks re-encoded at index time (filter_mask) must be what the HDF5 plugin writes."""
+    data = np.arange(-500, 501, dtype=np.int16)
+    path = tmp_path / "encoded.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("x", shape=data.shape, dtype="i2", chunks=data.shape, **options())
+        ds.id.write_direct_chunk((0,), codec().encode(data))
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][()], data)

@@ -90,11 +90,12 @@ class HDF5Bitshuffle(Codec):
     def encode(self, buf: Any) -> bytes:
         import imagecodecs
 
+        # Bytes, not arrays: imagecodecs takes an array's own itemsize over ``itemsize``.
         raw = np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
         if self.compression == "none":
             return bytes(
                 imagecodecs.bitshuffle_encode(
-                    raw, itemsize=self.elementsize, blocksize=self.blocksize
+                    raw.tobytes(), itemsize=self.elementsize, blocksize=self.blocksize
                 )
             )
         block = self._block()
@@ -104,7 +105,9 @@ class HDF5Bitshuffle(Codec):
         start = 0
         for count in self._blocks(n, block):
             piece = raw[start : start + count * size]
-            shuffled = imagecodecs.bitshuffle_encode(piece, itemsize=size, blocksize=count)
+            shuffled = imagecodecs.bitshuffle_encode(
+                piece.tobytes(), itemsize=size, blocksize=count
+            )
             if self.compression == "lz4":
                 packed = imagecodecs.lz4_encode(shuffled, header=False)
             else:

@@ -388,8 +388,17 @@ def _chunked(
         idx = tuple((coords // np.asarray(chunks)).T)
         ref.offsets[idx] = offsets
         ref.lengths[idx] = sizes
-    for row in np.flatnonzero(masks):
-        _inline_masked_chunk(ref, ds, name, filters, coords[row], int(masks[row]))
+    try:
+        for row in np.flatnonzero(masks):
+            _inline_masked_chunk(ref, ds, name, filters, coords[row], int(masks[row]))
+    except Exception as err:  # a chunk whose skipped filters cannot be re-applied here
+        ref.problem = (
+            f"dataset '/{name}' has chunks stored with some filters skipped (filter_mask) that "
+            f"xnwb cannot re-encode ({type(err).__name__}: {err}); re-pack the file with "
+            "h5repack"
+        )
+        ref.inline.clear()
+        return ref
 
     if ref.filters is None and not ref.inline and ref.chunk_nbytes > max_chunk_bytes:
         _split_unfiltered(ref, max_chunk_bytes)

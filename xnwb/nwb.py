@@ -504,15 +504,16 @@ def _external_files(
     if ref is None:
         return []
     names = [str(v) for v in np.asarray(read_array(ref, source, f"{path}/external_file")).ravel()]
+    shown = str(names) if len(names) <= 5 else f"{names[:5]} and {len(names) - 5} more"
     if data_ref.nbytes == 0:
         raise ExternalDataError(
-            f"series {path!r} keeps its samples in external files {names} (its "
+            f"series {path!r} keeps its samples in external files {shown} (its "
             "'external_file'), not in the NWB file; open those with a reader for their "
             "format (e.g. imageio or OpenCV for video), using 'starting_frame' to map "
             "frames to files"
         )
     warnings.warn(
-        f"series {path!r} names external files {names} besides the data stored in the "
+        f"series {path!r} names external files {shown} besides the data stored in the "
         "file; only the stored data are opened (see attrs['external_file'])",
         XnwbWarning,
         stacklevel=4,
