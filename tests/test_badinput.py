@@ -101,6 +101,23 @@ def test_series_whose_data_was_skipped_says_why(tmp_path, case):
     assert re.search(reason, xnwb.list_series(path, index_cache=False).attrs["cannot_open"][TS])
 
 
+def test_series_whose_timestamps_were_skipped_says_why(tmp_path):
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+
+    nwb = NWBFile("stamps", "xnwb-stamps", datetime(2025, 1, 1, tzinfo=UTC))
+    nwb.add_acquisition(
+        TimeSeries(name="ts", data=np.arange(50.0), unit="V", timestamps=np.arange(50.0) / 10)
+    )
+    path = tmp_path / "stamps.nwb"
+    with NWBHDF5IO(path, "w") as io:
+        io.write(nwb)
+    with h5py.File(path, "r+") as f:
+        del f[f"{TS}/timestamps"]
+        f[f"{TS}/timestamps"] = h5py.ExternalLink("elsewhere.h5", "/t")
+    with pytest.raises(UnindexedDataError, match=r"its timestamps: external link to elsewhere"):
+        xr.open_dataset(path, engine="nwbzarr", index_cache=False, group=TS)
+
+
 def _two_series(tmp_path: Path, bad_filter) -> Path:
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries

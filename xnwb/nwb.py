@@ -85,16 +85,21 @@ def find_series(index: ReferenceIndex) -> list[str]:
 def skipped_series(index: ReferenceIndex) -> dict[str, str]:
     """Series the index could not take, with the reason: their ``data`` was skipped.
 
-    A group counts when it has a ``neurodata_type`` and its ``data`` dataset is in
-    ``index.info["skipped"]`` (compound dtype, external raw storage, an HDF5 virtual
-    dataset, an external link to another file, a filter HDF5 itself lacks).
+    A group counts when it has a ``neurodata_type``, cannot be opened, and its ``data``
+    or ``timestamps`` dataset is in ``index.info["skipped"]`` (compound dtype, external
+    raw storage, an HDF5 virtual dataset, an external link to another file, a filter
+    HDF5 itself lacks).
     """
     skipped = index.info.get("skipped", {}) or {}
-    out = {}
+    openable = set(find_series(index))
+    out: dict[str, str] = {}
     for name, why in skipped.items():
         parent, _, leaf = name.strip("/").rpartition("/")
-        if leaf == "data" and "neurodata_type" in index.groups.get(parent, {}):
-            out[parent] = str(why)
+        if leaf not in ("data", "timestamps") or parent in openable:
+            continue  # (a skipped timestamps beside a starting_time is harmless)
+        if "neurodata_type" in index.groups.get(parent, {}):
+            text = str(why) if leaf == "data" else f"its timestamps: {why}"
+            out[parent] = f"{out[parent]}; {text}" if parent in out else text
     return dict(sorted(out.items()))
 
 
