@@ -87,3 +87,19 @@ class ChannelNotFoundError(XnwbError, KeyError):
 
 
 __all__ += ["ChannelNotFoundError"]
+
+
+class SourceChangedError(ChunkReadError):
+    """The file changed since it was opened (or since its index was built).
+
+    Raised instead of reading a replaced or rewritten file with the old layout: the bytes
+    at the recorded offsets would belong to another version of the file. Reopen the
+    source (and rebuild an exported ``index=``) to read the new version.
+    """
+
+
+class RemoteTimeoutError(ChunkReadError, TimeoutError):
+    """A remote server did not answer (or stopped sending) within the configured timeouts."""
+
+
+__all__ += ["RemoteTimeoutError", "SourceChangedError"]

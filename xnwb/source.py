@@ -7,6 +7,15 @@ through fsspec's async interface so many ranges are in flight at once. Nearby ra
 are merged into one request first. A failed or short read always raises
 :class:`~xnwb.exceptions.ChunkReadError` naming the URL and byte range: it never
 turns into a missing key (which zarr would fill with zeros).
+
+The file's identity is pinned when it is opened (:meth:`ByteSource.pin`) and travels
+with the pickled source to every process. Locally, that is the device, inode, size,
+mtime and ctime (nanoseconds): the descriptor each process opens is checked against it
+(a file renamed over after open has another inode), and after every batch of reads the
+descriptor (``fstat``: an in-place rewrite moves ctime even when size and mtime are
+restored) and the path (``stat``: renamed over or removed) are checked again, two
+syscalls per batch. Remote objects are pinned by ETag (or Last-Modified) and size, see
+:mod:`xnwb.remote`. A change raises :class:`~xnwb.exceptions.SourceChangedError`.
 """
 
 from __future__ import annotations
@@ -20,9 +29,9 @@ from urllib.parse import urlparse
 
 from fsspec.utils import merge_offset_ranges
 
-from xnwb.exceptions import ChunkReadError
+from xnwb.exceptions import ChunkReadError, SourceChangedError
 
-__all__ = ["ByteSource", "is_local"]
+__all__ = ["ByteSource", "compare_identity", "file_identity", "is_local"]
 
 #: Ranges closer than this are fetched as one request (the gap is read and dropped).
 #: Locally a read costs microseconds, so only near-adjacent ranges merge; over a
@@ -49,6 +58,83 @@ def local_path(url: str) -> str:
     if url.startswith("local://"):
         return url[len("local://") :]
     return url
+
+
+_LOCAL_KEYS = ("size", "mtime_ns", "ctime_ns", "inode", "device")
+
+
+def _stat_identity(stat: os.stat_result) -> dict[str, Any]:
+    return {
+        "kind": "local",
+        "size": int(stat.st_size),
+        "mtime_ns": int(stat.st_mtime_ns),
+        "ctime_ns": int(stat.st_ctime_ns),
+        "inode": int(stat.st_ino),
+        "device": int(stat.st_dev),
+    }
+
+
+def file_identity(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies the current version of a file: recorded in indexes, compared at open.
+
+    Local files: ``size``, ``mtime_ns``, ``ctime_ns``, ``inode``, ``device``. Remote
+    objects: ``size``, ``etag`` and ``last_modified`` (``None`` when the server sends
+    none), ``tag`` (ETag, S3 ETag, GCS generation or mtime: what the cache keys on).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as fh:
+    ...     _ = fh.write(b"abc"); fh.flush()
+    ...     ident = file_identity(fh.name)
+    >>> ident["kind"], ident["size"]
+    ('local', 3)
+    """
+    return ByteSource(url, storage_options).identity()
+
+
+def compare_identity(recorded: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why ``current`` is not the version ``recorded`` describes, or ``None`` if it may be.
+
+    Only what both sides know is compared (an index written before identities were
+    recorded, or a server that sends no ETag, compares on size alone). Locally, a file
+    with another inode but the same size and mtime is taken for a copy (``cp -p``,
+    another machine) and accepted; the same inode must also keep its ctime.
+
+    Examples
+    --------
+    >>> a = {"kind": "local", "size": 3, "mtime_ns": 1, "ctime_ns": 2, "inode": 7, "device": 1}
+    >>> compare_identity(a, dict(a)) is None
+    True
+    >>> compare_identity(a, {**a, "ctime_ns": 5})
+    'ctime 2 -> 5 (rewritten in place)'
+    """
+    if not recorded or not current:
+        return None
+    if recorded.get("size") is not None and int(recorded["size"]) != int(current["size"]):
+        return f"size {recorded['size']} -> {current['size']} bytes"
+    if recorded.get("kind") == "local" and current.get("kind") == "local":
+        if recorded.get("mtime_ns") is not None and recorded["mtime_ns"] != current["mtime_ns"]:
+            return f"mtime {recorded['mtime_ns']} -> {current['mtime_ns']} ns"
+        same_file = (recorded.get("inode"), recorded.get("device")) == (
+            current["inode"],
+            current["device"],
+        )
+        if same_file and recorded.get("ctime_ns") not in (None, current["ctime_ns"]):
+            return f"ctime {recorded['ctime_ns']} -> {current['ctime_ns']} (rewritten in place)"
+        return None
+    for key, label in (("etag", "ETag"), ("last_modified", "Last-Modified"), ("tag", "version")):
+        old, new = recorded.get(key), current.get(key)
+        if old and new:
+            return None if old == new else f"{label} {old} -> {new}"
+    return None
+
+
+def _changed(url: str, why: str, since: str = "it was opened") -> SourceChangedError:
+    return SourceChangedError(
+        f"{url!r} changed since {since} ({why}): its data no longer sit where the index "
+        "says; reopen it (and rebuild any saved index=) to read the new version"
+    )
 
 
 def coalesce(
@@ -126,6 +212,8 @@ class ByteSource:
         self._lock = threading.Lock()
         self._remote: Any = None
         self._remote_pid: int | None = None
+        #: Identity of the version opened (see :meth:`pin`); checked on every read.
+        self.pinned: dict[str, Any] | None = None
 
     # Pickling drops descriptors and filesystem handles; each process reopens.
     def __getstate__(self) -> dict[str, Any]:
@@ -152,6 +240,63 @@ class ByteSource:
     def is_local(self) -> bool:
         return self._local
 
+    # -- identity -----------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """The identity of the file as it is now (see :func:`file_identity`)."""
+        if self._local:
+            try:
+                return _stat_identity(os.stat(local_path(self.url)))
+            except OSError as err:
+                raise ChunkReadError(f"cannot stat {self.url!r}: {err}") from err
+        return self.remote().identity()
+
+    def pin(self, identity: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record the version being opened; later reads raise if the file changes.
+
+        Parameters
+        ----------
+        identity
+            The version to hold the file to (default: the file as it is now).
+            With a recorded identity that the file no longer matches, raises
+            :class:`~xnwb.exceptions.SourceChangedError` at once.
+        """
+        current = self.identity()
+        if identity is not None:
+            why = compare_identity(identity, current)
+            if why is not None:
+                raise _changed(self.url, why, "its index was built")
+        self.pinned = current
+        if not self._local and self._remote is not None:
+            self._remote.pinned = current
+        return current
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`~xnwb.exceptions.SourceChangedError` if the pinned file changed."""
+        if self.pinned is None:
+            return
+        why = compare_identity(self.pinned, self.identity())
+        if why is not None:
+            raise _changed(self.url, why)
+
+    def _check_local(self, fd: int) -> None:
+        """The descriptor and the path both still show the pinned version."""
+        pinned = self.pinned
+        if pinned is None:
+            return
+        now = os.fstat(fd)
+        if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
+            pinned["size"],
+            pinned["mtime_ns"],
+            pinned["ctime_ns"],
+        ) or (now.st_ino, now.st_dev) != (pinned["inode"], pinned["device"]):
+            raise _changed(self.url, compare_identity(pinned, _stat_identity(now)) or "replaced")
+        try:
+            at_path = os.stat(local_path(self.url))
+        except OSError as err:
+            raise _changed(self.url, f"removed: {err}") from err
+        if (at_path.st_ino, at_path.st_dev) != (now.st_ino, now.st_dev):
+            raise _changed(self.url, "another file was renamed over it")
+
     # -- local ------------------------------------------------------------
     def _descriptor(self) -> int:
         pid = os.getpid()
@@ -159,10 +304,15 @@ class ByteSource:
             with self._lock:
                 if self._fd is None or self._fd_pid != pid:
                     try:
-                        self._fd = os.open(local_path(self.url), os.O_RDONLY)
+                        fd = os.open(local_path(self.url), os.O_RDONLY)
                     except OSError as err:
                         raise ChunkReadError(f"cannot open {self.url!r}: {err}") from err
-                    self._fd_pid = pid
+                    try:
+                        self._check_local(fd)
+                    except SourceChangedError:
+                        os.close(fd)
+                        raise
+                    self._fd, self._fd_pid = fd, pid
         return self._fd
 
     def _fetch_local(self, bstarts: list[int], bends: list[int]) -> list[bytes]:
@@ -176,6 +326,8 @@ class ByteSource:
                     f"reading bytes {start}-{end} of {self.url!r} failed: {err}"
                 ) from err
             blocks.append(data)
+        # After the reads: a change that landed while they ran is seen too.
+        self._check_local(fd)
         return blocks
 
     # -- remote -------------------------------------------------------------
@@ -186,8 +338,9 @@ class ByteSource:
 
             with self._lock:
                 if self._remote is None or self._remote_pid != os.getpid():
-                    self._remote = RemoteObject(self.url, self.storage_options)
-                    self._remote_pid = os.getpid()
+                    remote = RemoteObject(self.url, self.storage_options)
+                    remote.pinned = self.pinned
+                    self._remote, self._remote_pid = remote, os.getpid()
         return self._remote
 
     def _fetch_remote(self, bstarts: list[int], bends: list[int]) -> list[bytes]:
@@ -209,7 +362,10 @@ class ByteSource:
         from xnwb.remote import Fingerprint
 
         if self._local:
-            stat = os.stat(local_path(self.url))
+            try:
+                stat = os.stat(local_path(self.url))
+            except OSError as err:
+                raise ChunkReadError(f"cannot stat {self.url!r}: {err}") from err
             return Fingerprint(stat.st_size, str(stat.st_mtime_ns))
         return self.remote().fingerprint()
 
