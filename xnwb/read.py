@@ -129,8 +129,7 @@ def read_selection(
         fetched = source.fetch(starts, lengths)
     except ChunkReadError as err:
         indices = [tuple(c for c, _, _ in tasks[n]) for n in fetch_at]
-        shown = ", ".join(map(str, indices[:4])) + (", …" if len(indices) > 4 else "")
-        raise ChunkReadError(f"reading chunk(s) {shown} of {path!r}: {err}") from err
+        raise _name_chunks(err, indices, starts, lengths, path) from err
     for n, raw in zip(fetch_at, fetched, strict=True):
         stored[n] = (n, tuple(c for c, _, _ in tasks[n]), raw)
 
@@ -167,6 +166,33 @@ def read_selection(
         for entry in entries:
             place(entry)
     return out.squeeze(axis=drop) if drop else out
+
+
+def _name_chunks(
+    err: ChunkReadError,
+    indices: list[tuple[int, ...]],
+    starts: list[int],
+    lengths: list[int],
+    path: str,
+) -> ChunkReadError:
+    """The same error (same class) naming the chunks whose bytes failed, not the first ones.
+
+    A failed request covers the byte range ``err.byte_range`` (set by the byte source); the
+    chunks inside it are the ones named. Without a range (the whole file changed) the error
+    names the array only.
+    """
+    span = getattr(err, "byte_range", None)
+    if span is None:
+        named = ""
+    else:
+        lo, hi = span
+        hit = [i for i, s, n in zip(indices, starts, lengths, strict=True) if s < hi and s + n > lo]
+        hit = hit or indices
+        more = f" (and {len(hit) - 4} more in the same request)" if len(hit) > 4 else ""
+        named = "chunk(s) " + ", ".join(map(str, hit[:4])) + more + " of "
+    new = type(err)(f"reading {named}{path!r}: {err}")
+    new.byte_range = span  # type: ignore[attr-defined]
+    return new
 
 
 def _ix(parts: tuple[slice | np.ndarray, ...]) -> tuple[slice | np.ndarray, ...]:

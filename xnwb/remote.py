@@ -509,9 +509,7 @@ class RemoteObject:
             if n < self.retries:
                 await asyncio.sleep(self._wait(n, retry_after))
         error = (
-            RemoteTimeoutError
-            if isinstance(last, _Transient) and last.timeout
-            else ChunkReadError
+            RemoteTimeoutError if isinstance(last, _Transient) and last.timeout else ChunkReadError
         )
         raise error(f"{what} {self.url} failed after {self.retries + 1} attempts: {last}") from last
 
@@ -533,13 +531,18 @@ class RemoteObject:
         try:
             return await self._with_retries(attempt, f"reading bytes {start}-{end} of")
         except FileNotFoundError as err:
-            raise ChunkReadError(f"bytes {start}-{end} of {self.url}: not found ({err})") from err
+            failed = ChunkReadError(f"bytes {start}-{end} of {self.url}: not found ({err})")
         except PermissionError as err:
-            raise ChunkReadError(f"bytes {start}-{end} of {self.url}: forbidden ({err})") from err
+            failed = ChunkReadError(f"bytes {start}-{end} of {self.url}: forbidden ({err})")
         except ChunkReadError as err:
-            if self.url in str(err):
-                raise
-            raise type(err)(f"bytes {start}-{end} of {self.url}: {err}") from err
+            failed = (
+                err
+                if self.url in str(err)
+                else type(err)(f"bytes {start}-{end} of {self.url}: {err}")
+            )
+        if not isinstance(failed, SourceChangedError):
+            failed.byte_range = (start, end)  # type: ignore[attr-defined]
+        raise failed
 
     async def get_ranges(self, starts: list[int], ends: list[int]) -> list[bytes]:
         """Many ranges at once, ``concurrency`` in flight."""

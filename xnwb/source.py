@@ -284,18 +284,21 @@ class ByteSource:
         if pinned is None:
             return
         now = os.fstat(fd)
-        if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
-            pinned["size"],
-            pinned["mtime_ns"],
-            pinned["ctime_ns"],
-        ) or (now.st_ino, now.st_dev) != (pinned["inode"], pinned["device"]):
-            raise _changed(self.url, compare_identity(pinned, _stat_identity(now)) or "replaced")
         try:
             at_path = os.stat(local_path(self.url))
         except OSError as err:
             raise _changed(self.url, f"removed: {err}") from err
-        if (at_path.st_ino, at_path.st_dev) != (now.st_ino, now.st_dev):
+        if (at_path.st_ino, at_path.st_dev) != (now.st_ino, now.st_dev) or (
+            now.st_ino,
+            now.st_dev,
+        ) != (pinned["inode"], pinned["device"]):
             raise _changed(self.url, "another file was renamed over it")
+        if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
+            pinned["size"],
+            pinned["mtime_ns"],
+            pinned["ctime_ns"],
+        ):
+            raise _changed(self.url, compare_identity(pinned, _stat_identity(now)) or "rewritten")
 
     # -- local ------------------------------------------------------------
     def _descriptor(self) -> int:
@@ -322,9 +325,11 @@ class ByteSource:
             try:
                 data = os.pread(fd, end - start, start)
             except OSError as err:
-                raise ChunkReadError(
+                failed = ChunkReadError(
                     f"reading bytes {start}-{end} of {self.url!r} failed: {err}"
-                ) from err
+                )
+                failed.byte_range = (start, end)  # type: ignore[attr-defined]
+                raise failed from err
             blocks.append(data)
         # After the reads: a change that landed while they ran is seen too.
         self._check_local(fd)
@@ -396,10 +401,12 @@ class ByteSource:
             block = blocks[b]
             piece = memoryview(block)[within : within + length]
             if len(piece) != length:
-                raise ChunkReadError(
+                short = ChunkReadError(
                     f"short read of {self.url!r}: bytes {start}-{start + length} asked, "
                     f"{len(piece)} returned (file truncated or changed?)"
                 )
+                short.byte_range = (start, start + length)  # type: ignore[attr-defined]
+                raise short
             out.append(piece)
         return out
 
