@@ -98,8 +98,12 @@ class SourceChangedError(ChunkReadError):
     """
 
 
-class RemoteTimeoutError(ChunkReadError, TimeoutError):
-    """A remote server did not answer (or stopped sending) within the configured timeouts."""
+class RemoteTimeoutError(ChunkReadError):
+    """A remote server did not answer (or stopped sending) within the configured timeouts.
+
+    Not a :class:`TimeoutError`: fsspec's event-loop bridge would replace any such error
+    by its own bare ``FSTimeoutError``, losing the URL and the byte range.
+    """
 
 
 __all__ += ["RemoteTimeoutError", "SourceChangedError"]

@@ -68,6 +68,8 @@ XNWB_OPTIONS: dict[str, float] = {
     "retry_wait": 0.5,
     "max_retry_wait": 30.0,
 }
+#: How retries wait (a module attribute so tests can record the waits asked for).
+_sleep = asyncio.sleep
 #: Throughput below which a non-HTTP read counts as stalled (its timeout grows with size).
 _MIN_THROUGHPUT = 64 * 2**10
 
@@ -489,9 +491,10 @@ class RemoteObject:
         base = min(self.backoff * 2**attempt, self.max_wait)
         return base * (0.5 + 0.5 * random.random())  # jitter: workers do not retry in step
 
-    async def _with_retries(self, attempt: Any, what: str) -> Any:
+    async def _with_retries(self, attempt: Any, what: str, retries: int | None = None) -> Any:
+        retries = self.retries if retries is None else retries
         last: BaseException | None = None
-        for n in range(self.retries + 1):
+        for n in range(retries + 1):
             retry_after = None
             try:
                 return await attempt()
@@ -506,14 +509,14 @@ class RemoteObject:
                     with contextlib.suppress(Exception):
                         self._target, self._fingerprint = await self._resolve_http()
                     self._check_pinned(self._identity)
-            if n < self.retries:
-                await asyncio.sleep(self._wait(n, retry_after))
+            if n < retries:
+                await _sleep(self._wait(n, retry_after))
         error = (
             RemoteTimeoutError if isinstance(last, _Transient) and last.timeout else ChunkReadError
         )
-        raise error(f"{what} {self.url} failed after {self.retries + 1} attempts: {last}") from last
+        raise error(f"{what} {self.url} failed after {retries + 1} attempts: {last}") from last
 
-    async def get_range(self, start: int, end: int) -> bytes:
+    async def get_range(self, start: int, end: int, retries: int | None = None) -> bytes:
         """Bytes ``[start, end)``, retried on transient failures, length-checked."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
@@ -529,7 +532,7 @@ class RemoteObject:
             return body
 
         try:
-            return await self._with_retries(attempt, f"reading bytes {start}-{end} of")
+            return await self._with_retries(attempt, f"reading bytes {start}-{end} of", retries)
         except FileNotFoundError as err:
             failed = ChunkReadError(f"bytes {start}-{end} of {self.url}: not found ({err})")
         except PermissionError as err:
@@ -548,6 +551,15 @@ class RemoteObject:
         """Many ranges at once, ``concurrency`` in flight."""
         return list(
             await asyncio.gather(*(self.get_range(s, e) for s, e in zip(starts, ends, strict=True)))
+        )
+
+    async def try_ranges(self, starts: list[int], ends: list[int]) -> list[bytes | BaseException]:
+        """Each range once, without retries: its bytes or its error (to locate a failure)."""
+        return list(
+            await asyncio.gather(
+                *(self.get_range(s, e, retries=0) for s, e in zip(starts, ends, strict=True)),
+                return_exceptions=True,
+            )
         )
 
 

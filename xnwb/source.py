@@ -395,7 +395,10 @@ class ByteSource:
         if self._local:
             blocks = self._fetch_local(bstarts, bends)
         else:
-            blocks = self._fetch_remote(bstarts, bends)
+            try:
+                blocks = self._fetch_remote(bstarts, bends)
+            except ChunkReadError as err:
+                raise self._isolate(err, starts, lengths) from err
         out = []
         for (b, within), start, length in zip(placement, starts, lengths, strict=True):
             block = blocks[b]
@@ -409,6 +412,34 @@ class ByteSource:
                 raise short
             out.append(piece)
         return out
+
+    def _isolate(
+        self, err: ChunkReadError, starts: Sequence[int], lengths: Sequence[int]
+    ) -> ChunkReadError:
+        """Find which of the ranges merged into a failed request fail on their own.
+
+        One attempt each, only after the merged request failed for good: the error then
+        names the failing range (and so the failing chunk), not the whole merged block.
+        """
+        span = getattr(err, "byte_range", None)
+        if span is None or isinstance(err, SourceChangedError):
+            return err
+        inside = [
+            (s, n) for s, n in zip(starts, lengths, strict=True) if s < span[1] and s + n > span[0]
+        ]
+        if len(inside) < 2:
+            return err
+        remote = self.remote()
+        outcomes = remote.run(remote.try_ranges([s for s, _ in inside], [s + n for s, n in inside]))
+        for outcome in outcomes:
+            if isinstance(outcome, ChunkReadError):
+                located = type(outcome)(
+                    f"{outcome} (tried on its own after the merged request for bytes "
+                    f"{span[0]}-{span[1]} failed after {remote.retries + 1} attempts)"
+                )
+                located.byte_range = outcome.byte_range  # type: ignore[attr-defined]
+                return located
+        return err
 
     async def afetch(self, starts: Sequence[int], lengths: Sequence[int]) -> list[memoryview]:
         """Async :meth:`fetch`, for zarr's event loop (runs the fetch off the loop)."""
