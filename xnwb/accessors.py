@@ -35,6 +35,7 @@ from xnwb import stats as _stats
 from xnwb import tfr as _tfr
 from xnwb.chunking import dask_chunks
 from xnwb.exceptions import StatisticsMismatchError, TFRParameterError, TimeAxisError
+from xnwb.wavelets import _check_decim
 
 __all__ = ["EphysAccessor", "ZscoreAccessor", "sampling_rate", "time_window"]
 
@@ -206,7 +207,9 @@ class EphysAccessor:
         """
         self._series()  # a Dataset without 'data' is the first thing to report
         rate = sampling_rate(self._obj, dim)
-        bank = _tfr.morlet_kernels(rate, freqs, n_cycles, zero_mean=zero_mean)
+        n_times = self._series().sizes[dim]
+        decim = _check_decim(decim, n_times)  # before kernels or plans are sized by it
+        bank = _tfr.morlet_kernels(rate, freqs, n_cycles, zero_mean=zero_mean, n_times=n_times)
         cycles = np.broadcast_to(np.asarray(n_cycles, dtype=np.float64), (len(bank),))
         params = {"wavelet": "morlet", "n_cycles": cycles.copy(), "zero_mean": int(zero_mean)}
         return self._apply(
@@ -237,7 +240,9 @@ class EphysAccessor:
         """
         self._series()  # a Dataset without 'data' is the first thing to report
         rate = sampling_rate(self._obj, dim)
-        bank = _tfr.pywt_kernels(rate, freqs, wavelet, precision=precision)
+        n_times = self._series().sizes[dim]
+        decim = _check_decim(decim, n_times)
+        bank = _tfr.pywt_kernels(rate, freqs, wavelet, precision=precision, n_times=n_times)
         params = {"wavelet": str(getattr(wavelet, "name", wavelet))}
         return self._apply(
             bank, freqs, rate, output=output, decim=decim, dim=dim, params=params, chunks=chunks
