@@ -107,3 +107,18 @@ class RemoteTimeoutError(ChunkReadError):
 
 
 __all__ += ["RemoteTimeoutError", "SourceChangedError"]
+
+
+class XnwbWarning(UserWarning):
+    """Base class of the warnings xnwb gives: the result is computed, but look at it."""
+
+
+class DegenerateStatisticsWarning(XnwbWarning):
+    """Z-scores that cannot be formed: zero-variance channels, NaN samples in the statistics."""
+
+
+class TimeAxisWarning(XnwbWarning):
+    """A series opened with a defective time axis (NaN or decreasing timestamps)."""
+
+
+__all__ += ["DegenerateStatisticsWarning", "TimeAxisWarning", "XnwbWarning"]
