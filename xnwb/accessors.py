@@ -614,6 +614,12 @@ def _warn_degenerate(stats: xr.Dataset, window: xr.DataArray | None, dim: Hashab
     warning count NaN samples; that second look reads only the affected channels.
     """
     mean, std = stats["mean"], stats["std"]
+    if std.chunks is not None or mean.chunks is not None:
+        # Lazily loaded stats= (open_zarr): the same rule, applied lazily; a warning
+        # would need their values, and zscore(stats=...) promises not to compute.
+        lazy = std.reset_coords(drop=True)
+        keep = lazy > _stats.ZERO_VARIANCE_RTOL * np.abs(mean.reset_coords(drop=True))
+        return lazy.where(keep | lazy.isnull())
     zero, missing = _stats.degenerate(mean.values, std.values)
     if zero.any():
         warnings.warn(
