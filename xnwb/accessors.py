@@ -74,9 +74,11 @@ def sampling_rate(obj: xr.DataArray | xr.Dataset, dim: Hashable = "time") -> flo
     attr = _attr_rate(obj)
     if dim not in obj.coords:
         if attr is None:
+            defect = obj.attrs.get("time_axis_defect")
+            why = f" (the file's time axis is defective: {defect})" if defect else ""
             raise TimeAxisError(
-                f"cannot tell the sampling rate: no {dim!r} coordinate and no 'rate' attribute; "
-                f"add one, e.g. obj.assign_attrs(rate=1000.0)"
+                f"cannot tell the sampling rate: no {dim!r} coordinate and no 'rate' "
+                f"attribute{why}; add one, e.g. obj.assign_attrs(rate=1000.0)"
             )
         return attr
     index = obj.xindexes.get(dim)
@@ -596,7 +598,14 @@ def _regular_step(times: np.ndarray, dim: Hashable) -> float:
     step = (times[-1] - times[0]) / (n - 1)
     tol = _REGULAR_RTOL * abs(step) + 8 * np.spacing(np.max(np.abs(times[[0, -1]])))
     for lo in range(0, n - 1, 1 << 20):  # bounded memory on long timestamp arrays
-        gaps = np.diff(times[lo : lo + (1 << 20) + 1])
+        piece = times[lo : lo + (1 << 20) + 1]
+        bad = np.flatnonzero(~np.isfinite(piece))
+        if bad.size:  # a NaN would make every comparison below False, i.e. "regular"
+            raise TimeAxisError(
+                f"{dim!r} holds NaN/inf time(s) (first at sample {lo + int(bad[0])}); "
+                "wavelet transforms need a regular time axis — drop or fill them first"
+            )
+        gaps = np.diff(piece)
         worst = float(np.max(np.abs(gaps - step)))
         if worst > tol:
             raise TimeAxisError(
