@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from fsspec.utils import merge_offset_ranges
+import numpy as np
 
 from xnwb.exceptions import ChunkReadError, SourceChangedError
 
@@ -142,6 +142,11 @@ def coalesce(
 ) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """Merge byte ranges into fewer blocks.
 
+    Ranges (sorted by start) join the current block while they begin at most ``max_gap``
+    bytes after its furthest end and the block stays within ``max_block`` bytes (a range
+    larger than that is a block of its own). Worked out with numpy, one step per block:
+    a million ranges take milliseconds.
+
     Returns
     -------
     block_starts, block_ends
@@ -153,18 +158,47 @@ def coalesce(
     --------
     >>> coalesce([0, 10, 1000], [10, 10, 5], max_gap=100, max_block=2**20)
     ([0, 1000], [20, 1005], [(0, 0), (0, 10), (1, 0)])
+    >>> coalesce([0, 10, 20], [10, 10, 10], max_gap=0, max_block=15)[:2]
+    ([0, 10, 20], [10, 20, 30])
     """
-    ends = [s + n for s, n in zip(starts, lengths, strict=True)]
-    _, bstarts, bends = merge_offset_ranges(
-        ["f"] * len(starts), list(starts), ends, max_gap=max_gap, max_block=max_block, sort=True
+    blocks, within, bstarts, bends = coalesce_arrays(
+        np.asarray(starts, np.int64), np.asarray(lengths, np.int64), max_gap, max_block
     )
-    placement = []
-    import bisect
+    placement = list(zip(blocks.tolist(), within.tolist(), strict=True))
+    return bstarts.tolist(), bends.tolist(), placement
 
-    for s in starts:
-        b = bisect.bisect_right(bstarts, s) - 1
-        placement.append((b, s - bstarts[b]))
-    return list(bstarts), [int(e) for e in bends], placement
+
+def coalesce_arrays(
+    starts: np.ndarray, lengths: np.ndarray, max_gap: int, max_block: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`coalesce` on arrays: ``(block of each range, offset in it, block starts, ends)``."""
+    if starts.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, empty
+    order = np.argsort(starts, kind="stable")
+    s = starts[order]
+    e = s + lengths[order]
+    reach = np.maximum.accumulate(e)
+    # A gap larger than max_gap after everything so far starts a new block ...
+    gap_start = np.ones(s.size, bool)
+    gap_start[1:] = s[1:] - reach[:-1] > max_gap
+    group_ends = np.append(np.flatnonzero(gap_start)[1:], s.size)
+    group_of = np.cumsum(gap_start) - 1
+    # ... and within a group, a block takes the ranges that keep it within max_block
+    # (one step per block, not per range: the reach is sorted, so it is a bisection).
+    new = np.zeros(s.size, bool)
+    i = 0
+    while i < s.size:
+        new[i] = True
+        last = int(np.searchsorted(reach, s[i] + max_block, side="right")) - 1
+        i = min(max(last, i) + 1, int(group_ends[group_of[i]]))
+    block_sorted = np.cumsum(new) - 1
+    bstarts = s[new]
+    bends = np.maximum.reduceat(e, np.flatnonzero(new))
+    blocks = np.empty_like(block_sorted)
+    blocks[order] = block_sorted
+    within = starts - bstarts[blocks]
+    return blocks, within, bstarts, bends
 
 
 class ByteSource:
@@ -391,7 +425,12 @@ class ByteSource:
         if not starts:
             return []
         gap = self.max_gap if max_gap is None else max_gap
-        bstarts, bends, placement = coalesce(starts, lengths, gap, self.max_block)
+        starts_a = np.asarray(starts, np.int64)
+        lengths_a = np.asarray(lengths, np.int64)
+        blocks_of, within_of, bstarts_a, bends_a = coalesce_arrays(
+            starts_a, lengths_a, gap, self.max_block
+        )
+        bstarts, bends = bstarts_a.tolist(), bends_a.tolist()
         if self._local:
             blocks = self._fetch_local(bstarts, bends)
         else:
@@ -399,19 +438,24 @@ class ByteSource:
                 blocks = self._fetch_remote(bstarts, bends)
             except ChunkReadError as err:
                 raise self._isolate(err, starts, lengths) from err
-        out = []
-        for (b, within), start, length in zip(placement, starts, lengths, strict=True):
-            block = blocks[b]
-            piece = memoryview(block)[within : within + length]
-            if len(piece) != length:
-                short = ChunkReadError(
-                    f"short read of {self.url!r}: bytes {start}-{start + length} asked, "
-                    f"{len(piece)} returned (file truncated or changed?)"
-                )
-                short.byte_range = (start, start + length)  # type: ignore[attr-defined]
-                raise short
-            out.append(piece)
-        return out
+        got = np.fromiter((len(block) for block in blocks), np.int64, len(blocks))
+        short = np.flatnonzero(within_of + lengths_a > got[blocks_of])
+        if short.size:
+            i = int(short[0])
+            start, length = int(starts_a[i]), int(lengths_a[i])
+            returned = max(0, int(got[blocks_of[i]] - within_of[i]))
+            failed = ChunkReadError(
+                f"short read of {self.url!r}: bytes {start}-{start + length} asked, "
+                f"{min(returned, length)} returned (file truncated or changed?)"
+            )
+            failed.byte_range = (start, start + length)  # type: ignore[attr-defined]
+            raise failed
+        views = [memoryview(block) for block in blocks]
+        ends_of = (within_of + lengths_a).tolist()
+        return [
+            views[b][w:e]
+            for b, w, e in zip(blocks_of.tolist(), within_of.tolist(), ends_of, strict=True)
+        ]
 
     def _isolate(
         self, err: ChunkReadError, starts: Sequence[int], lengths: Sequence[int]
