@@ -155,3 +155,17 @@ def test_exported_index_records_the_identity(nwb_writer):
     assert recorded == file_identity(path)
     assert set(recorded) >= {"size", "mtime_ns", "ctime_ns", "inode", "device"}
     assert compare_identity(recorded, {**recorded, "size": recorded["size"] + 1}).startswith("size")
+
+
+def test_a_hard_link_made_under_an_open_file_is_not_a_change(nwb_writer, tmp_path):
+    """A new hard link moves ctime (backup and dedup tools make them): the bytes are the same."""
+    path, data = _contiguous(nwb_writer)
+    ds = xr.open_dataset(path, engine="nwbzarr", mask_and_scale=False)
+    np.testing.assert_array_equal(ds.data[:100].values, data[:100])
+    before = os.stat(path).st_ctime_ns
+    os.link(path, tmp_path / "another-name.nwb")
+    assert os.stat(path).st_ctime_ns != before
+    np.testing.assert_array_equal(ds.data[100:5000].values, data[100:5000])
+    _rewrite_in_place(path)  # a rewrite after that is still seen
+    with pytest.raises(SourceChangedError, match="ctime"):
+        ds.data[5000:6000].values

@@ -71,6 +71,7 @@ def _stat_identity(stat: os.stat_result) -> dict[str, Any]:
         "ctime_ns": int(stat.st_ctime_ns),
         "inode": int(stat.st_ino),
         "device": int(stat.st_dev),
+        "links": int(stat.st_nlink),
     }
 
 
@@ -99,11 +100,13 @@ def compare_identity(recorded: dict[str, Any], current: dict[str, Any]) -> str |
     Only what both sides know is compared (an index written before identities were
     recorded, or a server that sends no ETag, compares on size alone). Locally, a file
     with another inode but the same size and mtime is taken for a copy (``cp -p``,
-    another machine) and accepted; the same inode must also keep its ctime.
+    another machine) and accepted; the same inode must also keep its ctime, unless its
+    link count changed too (a hard link made or removed moves ctime, not the bytes).
 
     Examples
     --------
-    >>> a = {"kind": "local", "size": 3, "mtime_ns": 1, "ctime_ns": 2, "inode": 7, "device": 1}
+    >>> a = {"kind": "local", "size": 3, "mtime_ns": 1, "ctime_ns": 2, "inode": 7, "device": 1,
+    ...      "links": 1}
     >>> compare_identity(a, dict(a)) is None
     True
     >>> compare_identity(a, {**a, "ctime_ns": 5})
@@ -120,7 +123,12 @@ def compare_identity(recorded: dict[str, Any], current: dict[str, Any]) -> str |
             current["inode"],
             current["device"],
         )
-        if same_file and recorded.get("ctime_ns") not in (None, current["ctime_ns"]):
+        relinked = recorded.get("links") not in (None, current.get("links"))
+        if (
+            same_file
+            and not relinked
+            and recorded.get("ctime_ns") not in (None, current["ctime_ns"])
+        ):
             return f"ctime {recorded['ctime_ns']} -> {current['ctime_ns']} (rewritten in place)"
         return None
     for key, label in (("etag", "ETag"), ("last_modified", "Last-Modified"), ("tag", "version")):
@@ -332,7 +340,12 @@ class ByteSource:
             pinned["mtime_ns"],
             pinned["ctime_ns"],
         ):
-            raise _changed(self.url, compare_identity(pinned, _stat_identity(now)) or "rewritten")
+            why = compare_identity(pinned, _stat_identity(now))
+            if why is not None:
+                raise _changed(self.url, why)
+            # Only ctime moved, with the link count: a hard link made or removed (backup
+            # and deduplication tools do it), not a rewrite. Hold reads to the new ctime.
+            self.pinned = {**pinned, "ctime_ns": now.st_ctime_ns, "links": now.st_nlink}
 
     # -- local ------------------------------------------------------------
     def _descriptor(self) -> int:
