@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from datasets import recording_1m_chunks  # noqa: E402
+from datasets import recording_1m_chunks
 
 DATA = "acquisition/ElectricalSeries/data"
 

@@ -396,7 +396,8 @@ class RemoteObject:
             request = await self._http_request(target, headers)
             async with request as resp:
                 status = resp.status
-                if status == 206 or (status == 200 and start == 0):
+                whole = status == 200 and start == 0 and resp.content_length == end - start
+                if status == 206 or whole:  # never read a 200's body that is more than asked
                     body = await resp.read()
                 else:
                     body = b""
