@@ -312,9 +312,9 @@ def test_a_failed_read_is_shown_in_the_output(recording, tmp_path):
         f.truncate(os.path.getsize(path) // 2)
     viewer.start.value = 55.0
     assert viewer.figure is None and viewer.error is not None
-    assert viewer.message.startswith("could not draw this window: ChunkReadError")
+    assert viewer.message.startswith("could not draw this window: SourceChangedError")
     stdout, stderr = viewer.output.outputs
-    assert "ChunkReadError" in stdout["text"] and "Traceback" in stderr["text"]
+    assert "SourceChangedError" in stdout["text"] and "Traceback" in stderr["text"]
 
 
 def test_it_displays_as_its_widget(recording):

@@ -11,7 +11,7 @@ import xarray as xr
 
 import xnwb
 from tests.conftest import pynwb_series, real_nwb_files
-from xnwb.exceptions import NotTimeSeriesError
+from xnwb.exceptions import NotTimeSeriesError, TimeAxisWarning
 from xnwb.nwb import XnwbWarning
 
 FILES = real_nwb_files()
@@ -25,6 +25,15 @@ EXPECTED_WARNING = {
         "linkml_aibs_ecephys_truncated.nwb",
         "acquisition/probe_769322820_lfp/probe_769322820_lfp_data",
     ),
+    # AqNWB's synthetic recording: its timestamps step back by 0.97 ms at sample 300
+    # (its last 30 timestamps repeat those of samples 270-299): a TimeAxisWarning.
+    ("aqnwb_cpp_exampleRecording_synthetic.nwb", "acquisition/esdata0"),
+    # Lick event times, not sorted (54 and 95 steps back in time).
+    ("dandicli_sub-anm369963_ses-20170228.nwb", "acquisition/lick_times/lick_left_times"),
+    ("dandicli_sub-anm369963_ses-20170228.nwb", "acquisition/lick_times/lick_right_times"),
+    # Event times out of order (12 steps back in time, the first at sample 294).
+    ("matnwb_rutishauser_sub-4_ses-4_ecephys+image.nwb", "acquisition/events"),
+    ("matnwb_rutishauser_sub-4_ses-4_ecephys+image.nwb", "acquisition/experiment_ids"),
 }
 EXPECTED_ERROR = {
     # An OpticalSeries whose frames live in external files: 90 timestamps, a (2, 2, 2) placeholder.
@@ -84,6 +93,7 @@ def test_series_equals_pynwb(path: Path, series: str, pynwb_files):
     assert ds.attrs["unit"] == obj.unit
 
     electrodes = getattr(obj, "electrodes", None)
+    ours = [w for w in ours if not issubclass(w.category, TimeAxisWarning)]
     if electrodes is not None and not ours:
         region = np.asarray(electrodes.data[:])
         ids = np.asarray(electrodes.table.id[:])

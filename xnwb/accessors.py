@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 from typing import Any
 
@@ -34,7 +35,13 @@ import xarray as xr
 from xnwb import stats as _stats
 from xnwb import tfr as _tfr
 from xnwb.chunking import dask_chunks
-from xnwb.exceptions import StatisticsMismatchError, TFRParameterError, TimeAxisError
+from xnwb.exceptions import (
+    DegenerateStatisticsWarning,
+    StatisticsMismatchError,
+    TFRParameterError,
+    TimeAxisError,
+)
+from xnwb.wavelets import _check_decim
 
 __all__ = ["EphysAccessor", "ZscoreAccessor", "sampling_rate", "time_window"]
 
@@ -67,9 +74,11 @@ def sampling_rate(obj: xr.DataArray | xr.Dataset, dim: Hashable = "time") -> flo
     attr = _attr_rate(obj)
     if dim not in obj.coords:
         if attr is None:
+            defect = obj.attrs.get("time_axis_defect")
+            why = f" (the file's time axis is defective: {defect})" if defect else ""
             raise TimeAxisError(
-                f"cannot tell the sampling rate: no {dim!r} coordinate and no 'rate' attribute; "
-                f"add one, e.g. obj.assign_attrs(rate=1000.0)"
+                f"cannot tell the sampling rate: no {dim!r} coordinate and no 'rate' "
+                f"attribute{why}; add one, e.g. obj.assign_attrs(rate=1000.0)"
             )
         return attr
     index = obj.xindexes.get(dim)
@@ -206,7 +215,9 @@ class EphysAccessor:
         """
         self._series()  # a Dataset without 'data' is the first thing to report
         rate = sampling_rate(self._obj, dim)
-        bank = _tfr.morlet_kernels(rate, freqs, n_cycles, zero_mean=zero_mean)
+        n_times = self._series().sizes[dim]
+        decim = _check_decim(decim, n_times)  # before kernels or plans are sized by it
+        bank = _tfr.morlet_kernels(rate, freqs, n_cycles, zero_mean=zero_mean, n_times=n_times)
         cycles = np.broadcast_to(np.asarray(n_cycles, dtype=np.float64), (len(bank),))
         params = {"wavelet": "morlet", "n_cycles": cycles.copy(), "zero_mean": int(zero_mean)}
         return self._apply(
@@ -237,7 +248,9 @@ class EphysAccessor:
         """
         self._series()  # a Dataset without 'data' is the first thing to report
         rate = sampling_rate(self._obj, dim)
-        bank = _tfr.pywt_kernels(rate, freqs, wavelet, precision=precision)
+        n_times = self._series().sizes[dim]
+        decim = _check_decim(decim, n_times)
+        bank = _tfr.pywt_kernels(rate, freqs, wavelet, precision=precision, n_times=n_times)
         params = {"wavelet": str(getattr(wavelet, "name", wavelet))}
         return self._apply(
             bank, freqs, rate, output=output, decim=decim, dim=dim, params=params, chunks=chunks
@@ -339,17 +352,20 @@ class EphysAccessor:
         array([-1.2247,  0.    ,  1.2247])
         """
         da = self._series()
+        computed = stats is None
         if stats is None:
             stats = self.stats(dim, baseline=baseline, progress=progress)
         elif baseline is not None:
             raise TFRParameterError("pass either baseline= or stats=, not both")
         _check_stats(stats, da, dim)
+        window = da if baseline is None else da.isel({dim: time_window(da, baseline, dim)})
+        std_used = _warn_degenerate(stats, window if computed else None, dim)
         da = _chunked(da, dim)
         values = (da.real**2 + da.imag**2) if _stats.quantity(da) == "power" else da
         with xr.set_options(arithmetic_join="exact", keep_attrs=False):
             try:  # index coordinates must match; the others are the data's to keep
-                mean, std = (stats[v].reset_coords(drop=True) for v in ("mean", "std"))
-                z = (values - mean) / std
+                mean = stats["mean"].reset_coords(drop=True)
+                z = (values - mean) / std_used
             except ValueError as err:
                 raise StatisticsMismatchError(
                     f"the statistics' coordinates do not match the data's: {err}"
@@ -582,7 +598,14 @@ def _regular_step(times: np.ndarray, dim: Hashable) -> float:
     step = (times[-1] - times[0]) / (n - 1)
     tol = _REGULAR_RTOL * abs(step) + 8 * np.spacing(np.max(np.abs(times[[0, -1]])))
     for lo in range(0, n - 1, 1 << 20):  # bounded memory on long timestamp arrays
-        gaps = np.diff(times[lo : lo + (1 << 20) + 1])
+        piece = times[lo : lo + (1 << 20) + 1]
+        bad = np.flatnonzero(~np.isfinite(piece))
+        if bad.size:  # a NaN would make every comparison below False, i.e. "regular"
+            raise TimeAxisError(
+                f"{dim!r} holds NaN/inf time(s) (first at sample {lo + int(bad[0])}); "
+                "wavelet transforms need a regular time axis — drop or fill them first"
+            )
+        gaps = np.diff(piece)
         worst = float(np.max(np.abs(gaps - step)))
         if worst > tol:
             raise TimeAxisError(
@@ -591,6 +614,63 @@ def _regular_step(times: np.ndarray, dim: Hashable) -> float:
                 "resample (e.g. obj.interp) first"
             )
     return float(step)
+
+
+def _warn_degenerate(stats: xr.Dataset, window: xr.DataArray | None, dim: Hashable) -> xr.DataArray:
+    """The std to divide by (NaN where there is no variance), warning about what is lost.
+
+    ``window`` (the samples the statistics came from, when computed here) lets the
+    warning count NaN samples; that second look reads only the affected channels.
+    """
+    mean, std = stats["mean"], stats["std"]
+    if std.chunks is not None or mean.chunks is not None:
+        # Lazily loaded stats= (open_zarr): the same rule, applied lazily; a warning
+        # would need their values, and zscore(stats=...) promises not to compute.
+        lazy = std.reset_coords(drop=True)
+        keep = lazy > _stats.ZERO_VARIANCE_RTOL * np.abs(mean.reset_coords(drop=True))
+        return lazy.where(keep | lazy.isnull())
+    zero, missing = _stats.degenerate(mean.values, std.values)
+    if zero.any():
+        warnings.warn(
+            f"{int(zero.sum())} channel(s) have zero variance (constant, up to rounding): "
+            f"{_labels(std, zero)}; their z-scores are NaN",
+            DegenerateStatisticsWarning,
+            stacklevel=3,
+        )
+    if missing.any():
+        counted = ""
+        if window is not None:
+            # only the affected rows along each dim of the statistics are read again
+            rows = {
+                d: np.flatnonzero(missing.any(axis=tuple(j for j in range(std.ndim) if j != i)))
+                for i, d in enumerate(std.dims)
+            }
+            nans = int(window.isel(rows).isnull().sum().compute())
+            counted = f" ({nans} NaN sample(s) in them)"
+        warnings.warn(
+            f"NaN samples make the statistics of {int(missing.sum())} channel(s) NaN"
+            f"{counted}: {_labels(std, missing)}; all their z-scores are NaN (fill or drop "
+            "the gaps first, e.g. obj.fillna(...), or pass stats= from clean data)",
+            DegenerateStatisticsWarning,
+            stacklevel=3,
+        )
+    std = std.reset_coords(drop=True)
+    return std.where(~zero) if zero.any() else std
+
+
+def _labels(ref: xr.DataArray, mask: np.ndarray, limit: int = 10) -> str:
+    """The labels of the masked positions of ``ref``: ``channel 14`` or ``(channel=3, ...)``."""
+    names = []
+    for pos in np.argwhere(mask)[:limit]:
+        parts = []
+        for d, i in zip(ref.dims, pos, strict=True):
+            label = ref[d].values[i] if d in ref.coords else i
+            parts.append(f"{d} {label}" if ref.ndim == 1 else f"{d}={label}")
+        names.append(parts[0] if ref.ndim == 1 else "(" + ", ".join(parts) + ")")
+    if ref.ndim == 0:
+        names = ["all"]
+    more = int(mask.sum()) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def _check_stats(stats: Any, da: xr.DataArray, dim: Hashable) -> None:

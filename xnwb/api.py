@@ -15,6 +15,7 @@ from xnwb.exceptions import UnsafeReferenceError
 from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES, index_hdf5, open_h5
 from xnwb.nwb import check_nwb, find_series, series_summary, unopenable_series
 from xnwb.refs import ReferenceIndex
+from xnwb.remote import split_options
 from xnwb.source import ByteSource, is_local, local_path
 
 __all__ = ["build_index", "list_series", "open_source"]
@@ -65,9 +66,13 @@ def build_index(
     options = dict(max_chunk_bytes=max_chunk_bytes, inline_bytes=inline_bytes)
     if is_local(url):
         path = local_path(url)
-        size = os.path.getsize(path) if os.path.exists(path) else None
+        identity = ByteSource(url).identity() if os.path.exists(path) else None
+        size = identity["size"] if identity else None
         with open_h5(path, repr(url)) as h5file:
-            return index_hdf5(h5file, url, file_size=size, **options)
+            index = index_hdf5(h5file, url, file_size=size, **options)
+        if identity is not None:
+            index.info["identity"] = identity  # compared when the index is used (index=)
+        return index
 
     from xnwb.rangefile import RangeFile
 
@@ -79,6 +84,7 @@ def build_index(
         index = index_hdf5(h5file, url, file_size=fingerprint.size, **options)
     index.info.update(
         fingerprint=fingerprint.to_dict(),
+        identity=remote.identity(),
         requests=remote.requests - before,
         seconds=time.perf_counter() - tic,
     )
@@ -133,7 +139,8 @@ def _load_references(refs_url: str, storage_options: dict[str, Any] | None) -> R
 
     import fsspec
 
-    with fsspec.open(refs_url, "rt", compression="infer", **(storage_options or {})) as fh:
+    options, _ = split_options(storage_options)
+    with fsspec.open(refs_url, "rt", compression="infer", **options) as fh:
         doc = json.load(fh)
     return ReferenceIndex.from_refs(doc)
 
@@ -203,6 +210,9 @@ def open_source(
             data_url = url
         refs.source = data_url
         byte_source = ByteSource(data_url, storage_options)
+        # A saved index is held to the version it was built from; then every read is
+        # held to the version opened now.
+        refs.info["identity"] = byte_source.pin(_recorded_identity(refs))
         _check_extent(refs, byte_source.fingerprint().size)
         check_nwb(refs, repr(url))
         refs.info["open"] = _report(byte_source, tic, cached=True)
@@ -222,9 +232,17 @@ def open_source(
             refs = load_cached(folder, key, identity)
     cached = refs is not None
     if refs is None:
+        # Pinned before indexing, so a change while it runs is caught too (a missing
+        # local file is left to build_index, which names it).
+        missing = byte_source.is_local and not os.path.exists(local_path(url))
+        pinned = None if missing else byte_source.pin()
         refs = build_index(url, storage_options, byte_source=byte_source, **index_options)
+        byte_source.check_unchanged()
+        refs.info["identity"] = pinned
         if identity is not None and _worth_caching(refs, byte_source.is_local):
             store_cached(folder, key, identity, refs)
+    else:
+        refs.info["identity"] = byte_source.pin(_recorded_identity(refs))
     refs.source = url
     check_nwb(refs, repr(url))
     refs.info["open"] = _report(byte_source, tic, cached=cached)
@@ -240,6 +258,17 @@ def _worth_caching(refs: ReferenceIndex, local: bool) -> bool:
     if not local:
         return True
     return sum(arr.offsets.size for arr in refs.arrays.values()) >= LOCAL_CACHE_MIN_CHUNKS
+
+
+def _recorded_identity(refs: ReferenceIndex) -> dict[str, Any] | None:
+    """The identity of the file an index was built from (older indexes: size and tag)."""
+    identity = refs.info.get("identity")
+    if isinstance(identity, dict) and "size" in identity:
+        return identity
+    fingerprint = refs.info.get("fingerprint")
+    if isinstance(fingerprint, dict) and "size" in fingerprint:
+        return {"kind": "remote", "size": fingerprint["size"], "tag": fingerprint.get("tag")}
+    return None
 
 
 def _single_file(refs: ReferenceIndex) -> None:

@@ -89,6 +89,41 @@ class ChannelNotFoundError(XnwbError, KeyError):
 __all__ += ["ChannelNotFoundError"]
 
 
+class SourceChangedError(ChunkReadError):
+    """The file changed since it was opened (or since its index was built).
+
+    Raised instead of reading a replaced or rewritten file with the old layout: the bytes
+    at the recorded offsets would belong to another version of the file. Reopen the
+    source (and rebuild an exported ``index=``) to read the new version.
+    """
+
+
+class RemoteTimeoutError(ChunkReadError):
+    """A remote server did not answer (or stopped sending) within the configured timeouts.
+
+    Not a :class:`TimeoutError`: fsspec's event-loop bridge would replace any such error
+    by its own bare ``FSTimeoutError``, losing the URL and the byte range.
+    """
+
+
+__all__ += ["RemoteTimeoutError", "SourceChangedError"]
+
+
+class XnwbWarning(UserWarning):
+    """Base class of the warnings xnwb gives: the result is computed, but look at it."""
+
+
+class DegenerateStatisticsWarning(XnwbWarning):
+    """Z-scores that cannot be formed: zero-variance channels, NaN samples in the statistics."""
+
+
+class TimeAxisWarning(XnwbWarning):
+    """A series opened with a defective time axis (NaN or decreasing timestamps)."""
+
+
+__all__ += ["DegenerateStatisticsWarning", "TimeAxisWarning", "XnwbWarning"]
+
+
 class UnindexedDataError(SeriesNotFoundError):
     """A series whose data the index had to leave out, with the reason.
 
@@ -101,7 +136,7 @@ class ExternalDataError(NotTimeSeriesError):
     """A series whose samples live in external files (``external_file``), not in the NWB file."""
 
 
-class CacheWarning(UserWarning):
+class CacheWarning(XnwbWarning):
     """The index cache could not be used (damaged entry, unwritable folder): open went on."""
 
 

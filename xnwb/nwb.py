@@ -23,9 +23,11 @@ from xnwb.exceptions import (
     NotNWBError,
     NotTimeSeriesError,
     SeriesNotFoundError,
+    TimeAxisWarning,
     UnindexedDataError,
+    XnwbWarning,
 )
-from xnwb.read import read_array
+from xnwb.read import read_array, read_selection
 from xnwb.refs import ArrayRef, ReferenceIndex
 from xnwb.source import ByteSource
 from xnwb.timeindex import TimeIndex
@@ -42,8 +44,8 @@ _ELECTRODES_TABLE = "general/extracellular_ephys/electrodes"
 _RESERVED_COORDS = {"time", "channel", "data", "frequency"}
 
 
-class XnwbWarning(UserWarning):
-    """A file that departs from the NWB schema in a way xnwb works around."""
+# XnwbWarning (a file that departs from the NWB schema in a way xnwb works around) lives
+# in xnwb.exceptions with the other warnings; it is re-exported here for old imports.
 
 
 def _scalar(value: Any) -> Any:
@@ -201,16 +203,36 @@ class _Time:
     rate: float | None
     start: float
     timestamps: np.ndarray | None
+    #: What is wrong with the stored time axis (also put in the attrs), or None.
+    defect: str | None = None
+    #: Regular timestamps replaced by a range index: their largest deviation from it (s).
+    deviation: float | None = None
+
+
+#: Timestamps are checked for regularity this many at a time (2 MB of float64).
+_TIMESTAMP_PIECE = 1 << 18
+
+
+def _parse_rate(value: Any) -> tuple[float | None, str | None]:
+    """The rate in Hz, or ``None`` and why it is unusable."""
+    try:
+        rate = float(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return None, f"starting_time's rate {value!r} is not a number"
+    if not np.isfinite(rate) or rate <= 0:
+        return None, f"starting_time's rate {rate!r} is not a positive finite number of Hz"
+    return rate, None
 
 
 def _time_axis(index: ReferenceIndex, source: ByteSource, path: str, n: int, load: bool) -> _Time:
     st = index.arrays.get(f"{path}/starting_time")
     if st is not None:
-        rate = _scalar(st.attrs.get("rate"))
-        if rate is None:
+        raw_rate = _scalar(st.attrs.get("rate"))
+        if raw_rate is None:
             raise NotTimeSeriesError(f"series {path!r}: starting_time has no 'rate' attribute")
         start = float(_scalar(read_array(st, source, f"{path}/starting_time")))
-        return _Time(float(rate), start, None)
+        rate, defect = _parse_rate(raw_rate)
+        return _Time(rate, start, None, defect)
     ts_ref = index.arrays[f"{path}/timestamps"]
     if ts_ref.shape[0] != n:
         external = ""
@@ -219,8 +241,55 @@ def _time_axis(index: ReferenceIndex, source: ByteSource, path: str, n: int, loa
         raise NotTimeSeriesError(
             f"series {path!r}: timestamps has {ts_ref.shape[0]} entries for {n} samples{external}"
         )
-    stamps = read_array(ts_ref, source, f"{path}/timestamps") if load else None
-    return _Time(None, float("nan"), None if stamps is None else np.asarray(stamps, np.float64))
+    if not load:
+        return _Time(None, float("nan"), None)
+    return _scan_timestamps(ts_ref, source, f"{path}/timestamps", n)
+
+
+def _scan_timestamps(ref: ArrayRef, source: ByteSource, label: str, n: int) -> _Time:
+    """Regular timestamps become a lazy range index; others are loaded and checked.
+
+    Regular means within float rounding of ``t0 + i * step`` (1e-9 of a step plus 16 ulp
+    of the largest time), checked a piece at a time: memory stays bounded however long
+    the recording, and the coordinate equals the stored values to that rounding.
+    """
+    if n >= 3:
+        t0, tn = (float(v) for v in read_selection(ref, source, (np.array([0, n - 1]),), label))
+        step = (tn - t0) / (n - 1)
+        if np.isfinite(step) and step > 0:
+            tol = 1e-9 * step + 16 * float(np.spacing(max(abs(t0), abs(tn))))
+            worst = 0.0
+            for lo in range(0, n, _TIMESTAMP_PIECE):
+                hi = min(n, lo + _TIMESTAMP_PIECE)
+                piece = np.asarray(read_selection(ref, source, (slice(lo, hi),), label), float)
+                grid = np.arange(lo, hi, dtype=np.float64)  # in place: two pieces in memory
+                grid *= step
+                grid += t0
+                np.subtract(piece, grid, out=grid)
+                deviation = float(np.max(np.abs(grid, out=grid)))
+                if not deviation <= tol:  # NaN too
+                    break
+                worst = max(worst, deviation)
+            else:
+                return _Time(1.0 / step, t0, None, deviation=worst)
+    stamps = np.asarray(read_array(ref, source, label), np.float64)
+    return _Time(None, float("nan"), stamps, _timestamp_defect(stamps))
+
+
+def _timestamp_defect(stamps: np.ndarray) -> str | None:
+    """NaN/inf or decreasing timestamps, counted, with the first position of each."""
+    problems = []
+    bad = np.flatnonzero(~np.isfinite(stamps))
+    if bad.size:
+        problems.append(f"{bad.size} NaN/inf timestamp(s) (first at sample {bad[0]})")
+    finite = np.flatnonzero(np.isfinite(stamps))
+    steps = np.diff(stamps[finite])
+    back = np.flatnonzero(steps < 0)  # repeated times are fine (events at one instant)
+    if back.size:
+        problems.append(
+            f"{back.size} step(s) back in time (first at sample {finite[back[0] + 1]})"
+        )
+    return "; ".join(problems) or None
 
 
 def _filters_label(ref: ArrayRef) -> str:
@@ -245,9 +314,9 @@ def series_summary(index: ReferenceIndex, source: ByteSource, path: str) -> dict
     }
     st = index.arrays.get(f"{path}/starting_time")
     if st is not None and st.attrs.get("rate") is not None:
-        rate = float(_scalar(st.attrs["rate"]))
-        info["rate"] = rate
-        info["duration"] = n / rate
+        rate, _ = _parse_rate(_scalar(st.attrs["rate"]))
+        info["rate"] = float("nan") if rate is None else rate
+        info["duration"] = float("nan") if rate is None else n / rate
     else:
         info["rate"] = "timestamps"
         ts = index.arrays.get(f"{path}/timestamps")
@@ -433,14 +502,31 @@ def series_dataset(
 
     time = _time_axis(index, source, path, n, load=True)
     if time.rate is not None:
-        attrs["rate"] = time.rate
-        attrs["starting_time"] = time.start
+        if time.deviation is None:
+            attrs["rate"] = time.rate
+            attrs["starting_time"] = time.start
+        else:  # regular timestamps, kept lazy
+            attrs["timestamps"] = (
+                f"regular: held as a range index (largest deviation {time.deviation:.3g} s)"
+            )
         coords = xr.Coordinates.from_xindex(
             TimeIndex.from_rate(time.start, time.rate, n, dim="time")
         )
-    else:
+    elif time.timestamps is not None:
         coords = xr.Coordinates({"time": ("time", time.timestamps)})
-    coords["time"].attrs.update(units="s", long_name="time")
+    else:
+        coords = xr.Coordinates()
+    if "time" in coords:
+        coords["time"].attrs.update(units="s", long_name="time")
+    if time.defect is not None:
+        attrs["time_axis_defect"] = time.defect
+        warnings.warn(
+            f"series {path!r} has a defective time axis: {time.defect}; it opens, but "
+            "time-based selection and transforms need a valid, increasing time axis "
+            "(attrs['time_axis_defect'])",
+            TimeAxisWarning,
+            stacklevel=2,
+        )
 
     var_attrs = {
         k: v

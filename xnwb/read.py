@@ -8,7 +8,6 @@ fetches all their byte ranges in one coalesced batch, decodes them in a thread p
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -109,30 +108,39 @@ def read_selection(
     if 0 in out_shape:
         return out.squeeze(axis=drop) if drop else out
 
-    tasks = list(itertools.product(*(pieces for pieces, _ in per_dim)))
-    fetch_at: list[int] = []
-    starts: list[int] = []
-    lengths: list[int] = []
-    stored: list[tuple[int, tuple[int, ...], Any] | None] = []
-    for n, task in enumerate(tasks):
-        index = tuple(c for c, _, _ in task)
-        if index in ref.inline:
-            stored.append((n, index, ref.inline[index]))
-        elif ref.offsets.size and ref.offsets[index] >= 0:
-            fetch_at.append(n)
-            starts.append(int(ref.offsets[index]))
-            lengths.append(int(ref.lengths[index]))
-            stored.append(None)
-        else:
-            stored.append((n, index, None))
+    # Every chunk the selection touches, as flat task numbers over the per-axis pieces
+    # (row-major, as itertools.product would list them): the chunk -> bytes mapping is
+    # worked out with numpy, so a million-chunk read costs no per-chunk Python here.
+    pieces = [p for p, _ in per_dim]
+    counts = tuple(len(p) for p in pieces)
+    axis_chunks = [np.fromiter((c for c, _, _ in p), np.int64, len(p)) for p in pieces]
+    grid = np.ix_(*axis_chunks)
+    if ref.offsets.size:
+        offsets = np.broadcast_to(ref.offsets[grid], counts).ravel()
+        lengths = np.broadcast_to(ref.lengths[grid], counts).ravel()
+    else:
+        offsets = np.full(int(np.prod(counts)), -1, np.int64)
+        lengths = np.zeros_like(offsets)
+    stored = offsets >= 0
+    inline: dict[int, Any] = {}
+    if ref.inline:
+        for index, raw in ref.inline.items():
+            n = _task_number(index, axis_chunks, counts)
+            if n is not None:
+                inline[n] = raw
+                stored[n] = False
+    fetch_at = np.flatnonzero(stored)
+    starts = offsets[fetch_at].tolist()
+    sizes = lengths[fetch_at].tolist()
     try:
-        fetched = source.fetch(starts, lengths)
+        fetched = source.fetch(starts, sizes)
     except ChunkReadError as err:
-        indices = [tuple(c for c, _, _ in tasks[n]) for n in fetch_at]
-        shown = ", ".join(map(str, indices[:4])) + (", …" if len(indices) > 4 else "")
-        raise ChunkReadError(f"reading chunk(s) {shown} of {path!r}: {err}") from err
-    for n, raw in zip(fetch_at, fetched, strict=True):
-        stored[n] = (n, tuple(c for c, _, _ in tasks[n]), raw)
+        indices = [_chunk_index(int(n), pieces, counts) for n in fetch_at]
+        raise _name_chunks(err, indices, starts, sizes, path) from err
+    jobs: list[tuple[int, Any]] = list(zip(fetch_at.tolist(), fetched, strict=True))
+    jobs.extend(inline.items())
+    missing = np.flatnonzero(~stored).tolist()
+    jobs.extend((n, None) for n in missing if n not in inline)
 
     codec = ref.codec
     # ``out`` as byte planes lets shuffled chunks be un-shuffled straight into it.
@@ -142,31 +150,89 @@ def read_selection(
         else None
     )
 
-    def place(entry: tuple[int, tuple[int, ...], Any]) -> None:
-        n, index, raw = entry
-        task = tasks[n]
-        inner = _ix(tuple(s for _, s, _ in task))
-        target = _ix(tuple(p for _, _, p in task))
-        if raw is None:
-            out[target] = fill
-        else:
-            codec.decode_into(raw, out, out_bytes, target, inner, f"chunk {index} of {path!r}")
+    def place(batch: list[tuple[int, Any]]) -> None:
+        for n, raw in batch:
+            task = _task(n, pieces, counts)
+            inner = _ix(tuple(s for _, s, _ in task))
+            target = _ix(tuple(p for _, _, p in task))
+            if raw is None:
+                out[target] = fill
+            else:
+                index = tuple(c for c, _, _ in task)
+                codec.decode_into(raw, out, out_bytes, target, inner, f"chunk {index} of {path!r}")
 
-    entries = [e for e in stored if e is not None]
     # Decode in threads for interactive reads; inside a dask task (not the main
     # thread) the scheduler already runs one task per core, and a second pool only
-    # makes the threads fight over the cores.
+    # makes the threads fight over the cores. The pool gets a few batches per thread,
+    # not one future per chunk (a future costs ~50 us: more than decoding a small chunk).
     if (
-        len(entries) >= _MIN_CHUNKS_FOR_THREADS
+        len(jobs) >= _MIN_CHUNKS_FOR_THREADS
         and ref.filters
         and threading.current_thread() is threading.main_thread()
     ):
-        for _ in _decode_pool().map(place, entries):
+        pool = _decode_pool()
+        n_batches = min(len(jobs), 4 * pool._max_workers)
+        step = -(-len(jobs) // n_batches)
+        for _ in pool.map(place, [jobs[i : i + step] for i in range(0, len(jobs), step)]):
             pass
     else:
-        for entry in entries:
-            place(entry)
+        place(jobs)
     return out.squeeze(axis=drop) if drop else out
+
+
+def _task(
+    n: int, pieces: list[DimSelection], counts: tuple[int, ...]
+) -> list[tuple[int, slice | np.ndarray, slice | np.ndarray]]:
+    """The per-axis pieces of flat task number ``n`` (row-major over ``counts``)."""
+    parts = []
+    for axis in range(len(counts) - 1, -1, -1):
+        n, i = divmod(n, counts[axis])
+        parts.append(pieces[axis][i])
+    return parts[::-1]
+
+
+def _chunk_index(n: int, pieces: list[DimSelection], counts: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(c for c, _, _ in _task(n, pieces, counts))
+
+
+def _task_number(
+    index: tuple[int, ...], axis_chunks: list[np.ndarray], counts: tuple[int, ...]
+) -> int | None:
+    """Flat task number of chunk ``index`` in this selection, or None if not touched."""
+    n = 0
+    for chunk, available, count in zip(index, axis_chunks, counts, strict=True):
+        hit = np.flatnonzero(available == chunk)
+        if hit.size == 0:
+            return None
+        n = n * count + int(hit[0])
+    return n
+
+
+def _name_chunks(
+    err: ChunkReadError,
+    indices: list[tuple[int, ...]],
+    starts: list[int],
+    lengths: list[int],
+    path: str,
+) -> ChunkReadError:
+    """The same error (same class) naming the chunks whose bytes failed, not the first ones.
+
+    A failed request covers the byte range ``err.byte_range`` (set by the byte source); the
+    chunks inside it are the ones named. Without a range (the whole file changed) the error
+    names the array only.
+    """
+    span = getattr(err, "byte_range", None)
+    if span is None:
+        named = ""
+    else:
+        lo, hi = span
+        hit = [i for i, s, n in zip(indices, starts, lengths, strict=True) if s < hi and s + n > lo]
+        hit = hit or indices
+        more = f" (and {len(hit) - 4} more in the same request)" if len(hit) > 4 else ""
+        named = "chunk(s) " + ", ".join(map(str, hit[:4])) + more + " of "
+    new = type(err)(f"reading {named}{path!r}: {err}")
+    new.byte_range = span  # type: ignore[attr-defined]
+    return new
 
 
 def _ix(parts: tuple[slice | np.ndarray, ...]) -> tuple[slice | np.ndarray, ...]:

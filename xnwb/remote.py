@@ -7,26 +7,47 @@ or any other fsspec async filesystem, on fsspec's event loop:
 - HTTP redirects are resolved once (DANDI's asset URLs redirect to signed, expiring
   S3 URLs) and ranges go straight to the final location; when that location stops
   answering (403/404/410: the signature expired) the original URL is resolved again;
+- every request has a connect timeout and a read timeout (the longest silence
+  allowed while waiting for the answer or between pieces of the body), so a server
+  that stalls cannot hang a read;
 - transient failures (5xx, 429, resets, truncated bodies, timeouts) are retried a
-  bounded number of times with exponential backoff, then raised as
-  :class:`~xnwb.exceptions.ChunkReadError` naming the URL and byte range;
-- every response is checked to hold exactly the bytes asked for: a server that
-  ignores ``Range`` never yields wrong bytes.
+  bounded number of times with exponential backoff spanning seconds (a server's
+  ``Retry-After`` is honoured, up to a bound), then raised as
+  :class:`~xnwb.exceptions.ChunkReadError` (:class:`~xnwb.exceptions.RemoteTimeoutError`
+  for timeouts) naming the URL and byte range;
+- every response is checked to hold exactly the bytes asked for: status 206, a
+  ``Content-Range`` whose start, end and total match the request and the object's
+  size, a body of that length. A server that ignores or mangles ``Range`` (the one-byte
+  probe at open included) never yields wrong bytes;
+- the object's ETag (or Last-Modified) is pinned at open: ranged GETs carry
+  ``If-Match`` with a strong ETag (412 means the object was replaced), and every
+  response's ETag/Last-Modified and total size are compared with the pinned ones;
+  a change raises :class:`~xnwb.exceptions.SourceChangedError`. On s3:// and gs://
+  the ETag/generation is compared once per process (the first read), not per range.
+
+The timeouts and the retry policy are set through ``storage_options`` (xnwb takes
+these keys out before the rest goes to fsspec): ``connect_timeout`` (s, default 10),
+``read_timeout`` (s, default 30), ``retries`` (default 4), ``retry_wait`` (first
+backoff in s, default 0.5, doubling), ``max_retry_wait`` (cap on one wait, including
+a server's ``Retry-After``, default 30).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from xnwb.exceptions import ChunkReadError
+from xnwb.exceptions import ChunkReadError, RemoteTimeoutError, SourceChangedError
 
-__all__ = ["Fingerprint", "RemoteObject", "filesystem_for"]
+__all__ = ["Fingerprint", "RemoteObject", "filesystem_for", "split_options"]
 
 _EXTRAS = {
     "s3": ("s3fs", "s3"),
@@ -38,6 +59,44 @@ _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 #: Requests in flight per remote object and process.
 DEFAULT_CONCURRENCY = 16
 _EXPIRED_STATUS = {401, 403, 404, 410}
+
+#: ``storage_options`` keys read by xnwb itself (never passed to fsspec), with defaults.
+XNWB_OPTIONS: dict[str, float] = {
+    "connect_timeout": 10.0,
+    "read_timeout": 30.0,
+    "retries": 4,
+    "retry_wait": 0.5,
+    "max_retry_wait": 30.0,
+}
+#: How retries wait (a module attribute so tests can record the waits asked for).
+_sleep = asyncio.sleep
+#: Throughput below which a non-HTTP read counts as stalled (its timeout grows with size).
+_MIN_THROUGHPUT = 64 * 2**10
+
+
+def split_options(
+    storage_options: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Split ``storage_options`` into fsspec's options and xnwb's timeouts/retry policy.
+
+    Examples
+    --------
+    >>> fs_opts, ours = split_options({"read_timeout": 2, "headers": {"a": "b"}})
+    >>> fs_opts, ours["read_timeout"], ours["retries"]
+    ({'headers': {'a': 'b'}}, 2.0, 4)
+    """
+    options = dict(storage_options or {})
+    ours: dict[str, float] = {}
+    for key, default in XNWB_OPTIONS.items():
+        value = options.pop(key, default)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"storage_options[{key!r}] must be a number, got {value!r}") from None
+        if not number >= 0 or (key != "retries" and number == float("inf")):
+            raise ValueError(f"storage_options[{key!r}] must be >= 0 and finite, got {value!r}")
+        ours[key] = int(number) if key == "retries" else number
+    return options, ours
 
 
 def filesystem_for(url: str, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
@@ -51,6 +110,7 @@ def filesystem_for(url: str, storage_options: dict[str, Any] | None = None, **kw
     import fsspec
 
     protocol = urlparse(url).scheme or "file"
+    storage_options, _ = split_options(storage_options)
     if protocol in _EXTRAS:
         module, extra = _EXTRAS[protocol]
         try:
@@ -80,7 +140,12 @@ class Fingerprint:
 
 
 class _Transient(Exception):
-    """A failure worth retrying."""
+    """A failure worth retrying (``retry_after``: seconds the server asked to wait)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, timeout: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.timeout = timeout
 
 
 class _Expired(Exception):
@@ -92,26 +157,41 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 @dataclass
 class RemoteObject:
-    """Ranged reads of one remote object (not pickled; one per process)."""
+    """Ranged reads of one remote object (not pickled; one per process).
+
+    ``pinned`` is the identity (:func:`xnwb.source.file_identity`) of the version opened;
+    when set, every response is checked against it.
+    """
 
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict)
-    retries: int = 4
-    backoff: float = 0.05
     concurrency: int = field(default_factory=lambda: DEFAULT_CONCURRENCY)
     requests: int = 0
     bytes_read: int = 0
+    pinned: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        self.storage_options, policy = split_options(self.storage_options)
+        self.connect_timeout = policy["connect_timeout"]
+        self.read_timeout = policy["read_timeout"]
+        self.retries = int(policy["retries"])
+        self.backoff = policy["retry_wait"]
+        self.max_wait = policy["max_retry_wait"]
         self.protocol = urlparse(self.url).scheme
         self.is_http = self.protocol in ("http", "https")
         if not self.is_http:
             # s3fs and gcsfs retry transient errors themselves; one more attempt on
             # top covers what they give up on without multiplying their backoff.
             self.retries = min(self.retries, 1)
+            if self.protocol in ("s3", "s3a"):
+                config = dict(self.storage_options.get("config_kwargs") or {})
+                config.setdefault("connect_timeout", self.connect_timeout)
+                config.setdefault("read_timeout", self.read_timeout)
+                self.storage_options["config_kwargs"] = config
         self._fs: Any = None
         self._target: str | None = None
         self._fingerprint: Fingerprint | None = None
+        self._identity: dict[str, Any] | None = None
         self._resolve_lock: asyncio.Lock | None = None
         self._sem: asyncio.Semaphore | None = None
         self._count_lock = threading.Lock()
@@ -141,49 +221,128 @@ class RemoteObject:
             self.requests += 1
             self.bytes_read += nbytes
 
+    async def _http_request(self, url: str, headers: dict[str, str], **extra: Any) -> Any:
+        """``session.get`` with the fsspec filesystem's options and xnwb's timeouts."""
+        import aiohttp
+
+        fs = self._filesystem()
+        session = await fs.set_session()
+        kwargs = {k: v for k, v in fs.kwargs.items() if k != "headers"}
+        kwargs.setdefault(
+            "timeout",
+            aiohttp.ClientTimeout(
+                total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+            ),
+        )
+        kwargs.update(extra)
+        return session.get(url, headers={**fs.kwargs.get("headers", {}), **headers}, **kwargs)
+
+    def _transient_from(self, err: BaseException) -> _Transient | None:
+        if isinstance(err, TimeoutError | asyncio.TimeoutError):
+            return _Transient(
+                f"no answer within the timeouts (connect {self.connect_timeout:g} s, "
+                f"read {self.read_timeout:g} s; set storage_options read_timeout=...)",
+                timeout=True,
+            )
+        if _is_transient_exception(err):
+            return _Transient(f"{type(err).__name__}: {err}")
+        return None
+
     # -- resolving ---------------------------------------------------------------
     async def _resolve_http(self) -> tuple[str, Fingerprint]:
         """Follow redirects with a one-byte GET (signed URLs often refuse HEAD)."""
-        fs = self._filesystem()
-        session = await fs.set_session()
-        headers = {**fs.kwargs.get("headers", {}), "Range": "bytes=0-0"}
-        kwargs = {k: v for k, v in fs.kwargs.items() if k != "headers"}
-        async with session.get(self.url, headers=headers, allow_redirects=True, **kwargs) as resp:
-            await resp.read()
-            self._count(1)
+        try:
+            return await self._probe()
+        except (_Transient, _Expired, ChunkReadError, FileNotFoundError):
+            raise
+        except Exception as err:
+            transient = self._transient_from(err)
+            if transient is not None:
+                raise transient from err
+            raise ChunkReadError(
+                f"{self.url}: the one-byte probe (Range: bytes=0-0) failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    async def _probe(self) -> tuple[str, Fingerprint]:
+        request = await self._http_request(self.url, {"Range": "bytes=0-0"}, allow_redirects=True)
+        async with request as resp:
             # each followed redirect was a request too
             for _ in resp.history:
                 self._count(0)
-            if resp.status == 404:
+            status = resp.status
+            if status == 404:
+                self._count(0)
                 raise FileNotFoundError(f"{self.url}: 404 Not Found")
-            if resp.status in _TRANSIENT_STATUS:
-                raise _Transient(f"HTTP {resp.status}")
-            if resp.status >= 400:
-                raise ChunkReadError(f"{self.url}: HTTP {resp.status} {resp.reason}")
-            match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-            if resp.status == 206 and match and match.group(3) != "*":
-                size = int(match.group(3))
-            elif resp.status == 200 and "Content-Length" in resp.headers:
+            if status in _TRANSIENT_STATUS:
+                self._count(0)
+                raise _Transient(f"HTTP {status}", _retry_after(resp.headers))
+            if status >= 400:
+                self._count(0)
+                raise ChunkReadError(f"{self.url}: HTTP {status} {resp.reason}")
+            if status != 206:
+                # Do not read the body: it may be the whole object.
+                self._count(0)
                 raise ChunkReadError(
-                    f"{self.url} ignores HTTP Range requests (answered 200 to a ranged GET); "
-                    "xnwb needs a server that honours Range"
+                    f"{self.url}: the server ignores Range (answered HTTP {status} to "
+                    "'Range: bytes=0-0'); xnwb needs a server that honours HTTP Range requests"
                 )
-            else:
-                raise ChunkReadError(f"{self.url}: no object size in the response")
-            tag = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-            return str(resp.url), Fingerprint(size, tag)
+            content_range = resp.headers.get("Content-Range", "")
+            match = _CONTENT_RANGE.fullmatch(content_range.strip())
+            body = await resp.read()
+            self._count(len(body))
+            if match is None or match.group(3) == "*":
+                raise ChunkReadError(
+                    f"{self.url}: the server mangles Range: asked bytes 0-0, got Content-Range "
+                    f"{content_range!r} (no object size)"
+                )
+            if (int(match.group(1)), int(match.group(2))) != (0, 0) or len(body) != 1:
+                raise ChunkReadError(
+                    f"{self.url}: the server mangles Range: asked bytes 0-0, got Content-Range "
+                    f"{content_range!r} with {len(body)} body bytes"
+                )
+            size = int(match.group(3))
+            etag = resp.headers.get("ETag")
+            modified = resp.headers.get("Last-Modified")
+            self._identity = {
+                "kind": "remote",
+                "size": size,
+                "etag": etag,
+                "last_modified": modified,
+                "tag": etag or modified,
+            }
+            return str(resp.url), Fingerprint(size, etag or modified)
 
     async def _resolve_other(self) -> tuple[str, Fingerprint]:
         fs = self._filesystem()
         # gcsfs' _info also lists the "directory"; _get_object is one request.
         getter = getattr(fs, "_get_object", None) or fs._info
-        info = await getter(self.url)
+        try:
+            info = await asyncio.wait_for(
+                getter(self.url), self.connect_timeout + self.read_timeout
+            )
+        except (FileNotFoundError, PermissionError):
+            raise
+        except Exception as err:
+            transient = self._transient_from(err)
+            if transient is not None or isinstance(err, OSError):
+                raise (transient or _Transient(f"{type(err).__name__}: {err}")) from err
+            raise
         self._count(0)
         tag = None
         for key in ("generation", "ETag", "etag", "VersionId", "LastModified", "updated", "mtime"):
             if info.get(key):
                 tag = str(info[key])
                 break
+        etag = info.get("ETag") or info.get("etag")
+        modified = info.get("LastModified") or info.get("updated") or info.get("mtime")
+        self._identity = {
+            "kind": "remote",
+            "size": int(info["size"]),
+            "etag": None if etag is None else str(etag),
+            "last_modified": None if modified is None else str(modified),
+            "tag": tag,
+        }
         return self.url, Fingerprint(int(info["size"]), tag)
 
     async def resolve(self, force: bool = False) -> Fingerprint:
@@ -195,66 +354,154 @@ class RemoteObject:
                 resolver = self._resolve_http if self.is_http else self._resolve_other
                 target, fingerprint = await self._with_retries(resolver, "resolving")
                 self._target, self._fingerprint = target, fingerprint
+                self._check_pinned(self._identity)
         assert self._fingerprint is not None
         return self._fingerprint
+
+    def _check_pinned(self, current: dict[str, Any] | None) -> None:
+        from xnwb.source import compare_identity
+
+        if self.pinned is None or current is None:
+            return
+        why = compare_identity(self.pinned, current)
+        if why is not None:
+            raise SourceChangedError(
+                f"{self.url!r} changed since it was opened ({why}): its data no longer sit "
+                "where the index says; reopen it to read the new version"
+            )
 
     def fingerprint(self) -> Fingerprint:
         """Size and version tag (one request the first time)."""
         return self.run(self.resolve())
 
+    def identity(self) -> dict[str, Any]:
+        """Size, ETag, Last-Modified and version tag (one request the first time)."""
+        self.run(self.resolve())
+        assert self._identity is not None
+        return dict(self._identity)
+
     # -- reading -----------------------------------------------------------------
+    def _pinned_etag(self) -> str | None:
+        """The pinned ETag if it is strong (``If-Match`` compares strongly)."""
+        etag = (self.pinned or {}).get("etag")
+        return etag if etag and not etag.startswith("W/") else None
+
     async def _get_http(self, start: int, end: int) -> bytes:
-        fs = self._filesystem()
-        session = await fs.set_session()
-        headers = {**fs.kwargs.get("headers", {}), "Range": f"bytes={start}-{end - 1}"}
-        kwargs = {k: v for k, v in fs.kwargs.items() if k != "headers"}
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        etag = self._pinned_etag()
+        if etag:
+            headers["If-Match"] = etag
         target = self._target or self.url
         try:
-            async with session.get(target, headers=headers, **kwargs) as resp:
-                body = await resp.read()
-                self._count(len(body))
+            request = await self._http_request(target, headers)
+            async with request as resp:
                 status = resp.status
-        except TimeoutError as err:
-            raise _Transient(f"timeout: {err}") from err
+                whole = status == 200 and start == 0 and resp.content_length == end - start
+                if status == 206 or whole:  # never read a 200's body that is more than asked
+                    body = await resp.read()
+                else:
+                    body = b""
+                self._count(len(body))
+                reply = resp.headers
         except Exception as err:
-            if _is_transient_exception(err):
-                raise _Transient(f"{type(err).__name__}: {err}") from err
-            raise
+            transient = self._transient_from(err)
+            if transient is not None:
+                raise transient from err
+            raise ChunkReadError(f"{type(err).__name__}: {err}") from err
+        if status == 412:
+            raise SourceChangedError(
+                f"{self.url!r} changed since it was opened (the server answered 412 to "
+                f"If-Match: {etag}): reopen it to read the new version"
+            )
         if status in _EXPIRED_STATUS and target != self.url:
             raise _Expired(f"HTTP {status} from the resolved location")
         if status in _TRANSIENT_STATUS:
-            raise _Transient(f"HTTP {status}")
+            raise _Transient(f"HTTP {status}", _retry_after(reply))
         if status == 404:
             raise FileNotFoundError("HTTP 404 Not Found")
         if status >= 400:
             raise ChunkReadError(f"HTTP {status}")
-        if status != 206 and not (start == 0 and len(body) == end - start):
+        self._check_pinned(self._response_identity(reply))
+        if status == 206:
+            self._check_content_range(reply.get("Content-Range"), start, end)
+        elif not (start == 0 and len(body) == end - start):
             raise ChunkReadError(
-                f"the server ignored the Range header (HTTP {status}, {len(body)} bytes)"
+                f"the server ignores Range (HTTP {status} to 'Range: bytes={start}-{end - 1}', "
+                f"{len(body)} bytes)"
             )
         return body
 
+    def _response_identity(self, headers: Any) -> dict[str, Any] | None:
+        """What a response says of the object's version (only what it sends)."""
+        if self.pinned is None:
+            return None
+        etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+        if not etag and not modified:
+            return None
+        pinned = self.pinned
+        return {
+            "kind": "remote",
+            "size": pinned.get("size"),
+            "etag": etag,
+            "last_modified": modified,
+            "tag": None,
+        }
+
+    def _check_content_range(self, value: str | None, start: int, end: int) -> None:
+        """A 206 answers exactly the bytes asked, of an object of the pinned size."""
+        match = _CONTENT_RANGE.fullmatch((value or "").strip())
+        if match is None:
+            raise ChunkReadError(
+                f"the server answered 206 without a usable Content-Range ({value!r}) to "
+                f"'Range: bytes={start}-{end - 1}'"
+            )
+        first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
+        size = (self.pinned or {}).get("size")
+        if size is None and self._fingerprint is not None:
+            size = self._fingerprint.size
+        if total != "*" and size is not None and int(total) != int(size):
+            raise SourceChangedError(
+                f"{self.url!r} changed since it was opened (size {size} -> {total} bytes, "
+                "from Content-Range): reopen it to read the new version"
+            )
+        if (first, last) != (start, end - 1):
+            raise ChunkReadError(
+                f"the server mangles Range: asked bytes {start}-{end - 1}, got Content-Range "
+                f"{value!r}"
+            )
+
     async def _get_other(self, start: int, end: int) -> bytes:
         fs = self._filesystem()
+        budget = self.connect_timeout + self.read_timeout + (end - start) / _MIN_THROUGHPUT
         try:
-            body = await fs._cat_file(self.url, start=start, end=end)
+            body = await asyncio.wait_for(fs._cat_file(self.url, start=start, end=end), budget)
         except (FileNotFoundError, PermissionError):
             raise
         except Exception as err:
-            if _is_transient_exception(err) or isinstance(err, OSError):
-                raise _Transient(f"{type(err).__name__}: {err}") from err
+            transient = self._transient_from(err)
+            if transient is not None or isinstance(err, OSError):
+                raise (transient or _Transient(f"{type(err).__name__}: {err}")) from err
             raise
         self._count(len(body))
         return bytes(body)
 
-    async def _with_retries(self, attempt: Any, what: str) -> Any:
-        delay = self.backoff
+    def _wait(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number ``attempt + 1``: jittered doubling, or Retry-After."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_wait)
+        base = min(self.backoff * 2**attempt, self.max_wait)
+        return base * (0.5 + 0.5 * random.random())  # jitter: workers do not retry in step
+
+    async def _with_retries(self, attempt: Any, what: str, retries: int | None = None) -> Any:
+        retries = self.retries if retries is None else retries
         last: BaseException | None = None
-        for n in range(self.retries + 1):
+        for n in range(retries + 1):
+            retry_after = None
             try:
                 return await attempt()
             except _Transient as err:
                 last = err
+                retry_after = err.retry_after
             except _Expired as err:
                 last = err
                 self._fingerprint = None
@@ -262,18 +509,19 @@ class RemoteObject:
                 if self.is_http:
                     with contextlib.suppress(Exception):
                         self._target, self._fingerprint = await self._resolve_http()
-            if n < self.retries:
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise ChunkReadError(
-            f"{what} {self.url} failed after {self.retries + 1} attempts: {last}"
-        ) from last
+                    self._check_pinned(self._identity)
+            if n < retries:
+                await _sleep(self._wait(n, retry_after))
+        error = (
+            RemoteTimeoutError if isinstance(last, _Transient) and last.timeout else ChunkReadError
+        )
+        raise error(f"{what} {self.url} failed after {retries + 1} attempts: {last}") from last
 
-    async def get_range(self, start: int, end: int) -> bytes:
+    async def get_range(self, start: int, end: int, retries: int | None = None) -> bytes:
         """Bytes ``[start, end)``, retried on transient failures, length-checked."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
-        if self.is_http and self._target is None:
+        if self._target is None and (self.is_http or self.pinned is not None):
             await self.resolve()
         getter = self._get_http if self.is_http else self._get_other
 
@@ -285,21 +533,50 @@ class RemoteObject:
             return body
 
         try:
-            return await self._with_retries(attempt, f"reading bytes {start}-{end} of")
+            return await self._with_retries(attempt, f"reading bytes {start}-{end} of", retries)
         except FileNotFoundError as err:
-            raise ChunkReadError(f"bytes {start}-{end} of {self.url}: not found ({err})") from err
+            failed = ChunkReadError(f"bytes {start}-{end} of {self.url}: not found ({err})")
         except PermissionError as err:
-            raise ChunkReadError(f"bytes {start}-{end} of {self.url}: forbidden ({err})") from err
+            failed = ChunkReadError(f"bytes {start}-{end} of {self.url}: forbidden ({err})")
         except ChunkReadError as err:
-            if self.url in str(err):
-                raise
-            raise ChunkReadError(f"bytes {start}-{end} of {self.url}: {err}") from err
+            failed = (
+                err
+                if self.url in str(err)
+                else type(err)(f"bytes {start}-{end} of {self.url}: {err}")
+            )
+        if not isinstance(failed, SourceChangedError):
+            failed.byte_range = (start, end)  # type: ignore[attr-defined]
+        raise failed
 
     async def get_ranges(self, starts: list[int], ends: list[int]) -> list[bytes]:
         """Many ranges at once, ``concurrency`` in flight."""
         return list(
             await asyncio.gather(*(self.get_range(s, e) for s, e in zip(starts, ends, strict=True)))
         )
+
+    async def try_ranges(self, starts: list[int], ends: list[int]) -> list[bytes | BaseException]:
+        """Each range once, without retries: its bytes or its error (to locate a failure)."""
+        return list(
+            await asyncio.gather(
+                *(self.get_range(s, e, retries=0) for s, e in zip(starts, ends, strict=True)),
+                return_exceptions=True,
+            )
+        )
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date)."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _is_transient_exception(err: BaseException) -> bool:

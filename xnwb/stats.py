@@ -7,6 +7,19 @@ pass over its chunks and a tiny reduction. ``std`` uses ``ddof=0``, as numpy and
 ``mne.baseline.rescale(..., mode="zscore")`` do.
 
 Complex input (wavelet coefficients) is summarised on its power ``|x|²``; real input as is.
+
+Degenerate statistics, when the mean and std become z-scores (:func:`degenerate`):
+
+- **zero variance**: a channel whose ``std`` is 0, or at most ``ZERO_VARIANCE_RTOL`` (1e-10)
+  of ``|mean|`` (a constant 0.1, 1/3 or int16 × 0.195e-6 channel summarised in floating
+  point keeps rounding noise of ~1e-17 of its mean), has no z-scores: they come out NaN,
+  not ``±(noise / noise)`` or ``inf``;
+- **NaN samples**: a NaN in the samples summarised makes its channel's mean and std NaN, so
+  all of that channel's z-scores are NaN (no NaN-skipping statistics: a gap in the data
+  stays visible). With statistics from elsewhere, a NaN sample gives a NaN z-score at that
+  sample only.
+
+:mod:`xnwb.accessors` warns naming the channels either way.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ __all__ = [
     "Moments",
     "block_moments",
     "combine",
+    "degenerate",
     "merge",
     "moments",
     "power",
@@ -26,6 +40,9 @@ __all__ = [
     "values",
     "zscore",
 ]
+
+#: A std at most this fraction of ``|mean|`` is rounding noise of a constant channel.
+ZERO_VARIANCE_RTOL = 1e-10
 
 
 class Moments(NamedTuple):
@@ -221,9 +238,37 @@ def zscore(x: Any, mean: Any, std: Any, axis: int = -1) -> Any:
     array([[-1.2247,  0.    ,  1.2247]])
     """
     axis = axis % x.ndim
-    mean = np.expand_dims(np.asarray(mean, dtype=np.float64), axis)
-    std = np.expand_dims(np.asarray(std, dtype=np.float64), axis)
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    std = np.where(degenerate(mean, std)[0], np.nan, std)
+    mean = np.expand_dims(mean, axis)
+    std = np.expand_dims(std, axis)
     return (values(x) - mean) / std
+
+
+def degenerate(mean: Any, std: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of statistics that give no z-scores: ``(zero_variance, not_a_number)``.
+
+    ``zero_variance``: ``std == 0`` or ``std <= ZERO_VARIANCE_RTOL * |mean|`` (a constant
+    channel's rounding noise); ``not_a_number``: a NaN mean or std (NaN samples).
+
+    Examples
+    --------
+    >>> x = np.full((3, 1000), 0.1); x[1] = 0.0; x[2] = np.arange(1000)
+    >>> m = block_moments(x, axis=1)
+    >>> bool(m.std[0] > 0), degenerate(m.mean, m.std)[0]
+    (True, array([ True,  True, False]))
+    >>> zscore(x, m.mean, m.std, axis=1)[:, :2]
+    array([[        nan,         nan],
+           [        nan,         nan],
+           [-1.73031962, -1.72685552]])
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    missing = np.isnan(mean) | np.isnan(std)
+    with np.errstate(invalid="ignore"):
+        zero = ~missing & ~(std > ZERO_VARIANCE_RTOL * np.abs(mean))
+    return zero, missing
 
 
 def _chunk_moments(block: np.ndarray, axis: int) -> np.ndarray:

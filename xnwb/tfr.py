@@ -33,7 +33,7 @@ import scipy.fft as sfft
 from xnwb.blocks import BlockPlan, fft_length, plan_blocks
 from xnwb.chunking import dask_chunk_size
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
-from xnwb.wavelets import KernelBank, morlet_kernels, pywt_kernels
+from xnwb.wavelets import KernelBank, _check_decim, morlet_kernels, pywt_kernels
 
 __all__ = [
     "OUTPUTS",
@@ -119,7 +119,7 @@ def morlet(
     >>> bool(np.abs(ours.compute() - ref).max() <= 1e-10 * np.abs(ref).max())
     True
     """
-    bank = morlet_kernels(sfreq, freqs, n_cycles, zero_mean=zero_mean)
+    bank = morlet_kernels(sfreq, freqs, n_cycles, zero_mean=zero_mean, n_times=_n_times(x, axis))
     return transform(x, bank, output=output, decim=decim, axis=axis, workers=workers, chunks=chunks)
 
 
@@ -166,8 +166,19 @@ def cwt(
     >>> bool(np.abs(ours - ref).max() <= 1e-10 * np.abs(ref).max())
     True
     """
-    bank = pywt_kernels(sfreq, freqs, wavelet, precision=precision)
+    bank = pywt_kernels(sfreq, freqs, wavelet, precision=precision, n_times=_n_times(x, axis))
     return transform(x, bank, output=output, decim=decim, axis=axis, workers=workers, chunks=chunks)
+
+
+def _n_times(x: Any, axis: int) -> int | None:
+    """Length of ``x`` along ``axis`` if it can be told (else the transform says why)."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        shape = np.shape(x)
+    try:
+        return int(shape[axis])
+    except (IndexError, TypeError):
+        return None
 
 
 def transform(
@@ -218,7 +229,6 @@ def transform(
         raise TFRParameterError(f"output must be one of {OUTPUTS}, got {output!r}")
     if isinstance(decim, bool) or not isinstance(decim, int | np.integer) or decim < 1:
         raise TFRParameterError(f"decim must be a positive integer, got {decim!r}")
-    decim = int(decim)
     is_dask = hasattr(x, "dask") and hasattr(x, "chunks")
     if not is_dask:
         x = np.asarray(x)
@@ -228,6 +238,7 @@ def transform(
         raise TFRParameterError(f"axis {axis} is out of range for an array of shape {x.shape}")
     axis = axis % x.ndim
     n = x.shape[axis]
+    decim = _check_decim(decim, n)
     longest = max(bank.lengths)
     if n < longest:
         raise SignalTooShortError(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from xnwb.exceptions import TFRParameterError
+from xnwb.exceptions import SignalTooShortError, TFRParameterError
 
 __all__ = ["KernelBank", "morlet_kernels", "pywt_kernels"]
 
@@ -112,6 +112,7 @@ def morlet_kernels(
     n_cycles: float | Sequence[float] | np.ndarray = 7.0,
     *,
     zero_mean: bool = True,
+    n_times: int | None = None,
 ) -> KernelBank:
     """Morlet wavelets exactly as :func:`mne.time_frequency.morlet` builds them.
 
@@ -129,6 +130,10 @@ def morlet_kernels(
         Cycles per wavelet, > 0.
     zero_mean : bool
         Subtract ``κ`` so each wavelet has (nearly) zero mean, as ``tfr_array_morlet`` does.
+    n_times : int, optional
+        Length of the record the kernels are for: a wavelet longer than it is refused
+        before any kernel is built (a very low frequency or a huge ``n_cycles`` would
+        otherwise allocate gigabytes first).
 
     Returns
     -------
@@ -137,7 +142,10 @@ def morlet_kernels(
     Raises
     ------
     TFRParameterError
-        A frequency outside ``(0, sfreq / 2)`` or a non-positive ``n_cycles``.
+        A frequency outside ``(0, sfreq / 2)``, a non-positive ``n_cycles``, or a wavelet
+        longer than :data:`MAX_KERNEL_SAMPLES`.
+    SignalTooShortError
+        A wavelet longer than ``n_times``.
 
     Examples
     --------
@@ -151,6 +159,9 @@ def morlet_kernels(
     sfreq = _check_rate(sfreq)
     freqs = _check_freqs(freqs, sfreq)
     cycles = _check_cycles(n_cycles, freqs.size)
+    # |t| < 5 sigma_t on a 1/sfreq grid: 2 * ceil(5 sigma_t sfreq) - 1 taps
+    half = np.ceil(5.0 * cycles / (2.0 * np.pi * freqs) * sfreq)
+    _check_kernel_lengths(2 * half - 1, freqs, n_times)
     kernels = []
     for f, nc in zip(freqs, cycles, strict=True):
         sigma_t = nc / (2.0 * np.pi * f)
@@ -166,7 +177,12 @@ def morlet_kernels(
 
 
 def pywt_kernels(
-    sfreq: float, freqs: Any, wavelet: Any = "cmor1.5-1.0", *, precision: int = 12
+    sfreq: float,
+    freqs: Any,
+    wavelet: Any = "cmor1.5-1.0",
+    *,
+    precision: int = 12,
+    n_times: int | None = None,
 ) -> KernelBank:
     """The kernels ``pywt.cwt(..., method="fft")`` convolves with, one per frequency.
 
@@ -187,6 +203,8 @@ def pywt_kernels(
     precision : int
         Integration precision: the wavelet is integrated on ``2**precision`` points
         (``pywt.cwt``'s default, 12).
+    n_times : int, optional
+        Length of the record: a longer kernel is refused before it is built.
 
     Examples
     --------
@@ -212,10 +230,11 @@ def pywt_kernels(
             f"wavelet {wavelet!r} is not a continuous PyWavelets wavelet ({err}); try one of: "
             f"{names}, …"
         ) from None
+    scales = pywt.frequency2scale(wav, freqs / sfreq)
+    _check_kernel_lengths(scales * (wav.upper_bound - wav.lower_bound) + 2, freqs, n_times)
     int_psi, grid = pywt.integrate_wavelet(wav, precision=precision)
     int_psi = np.conj(int_psi) if wav.complex_cwt else int_psi
     step = grid[1] - grid[0]
-    scales = pywt.frequency2scale(wav, freqs / sfreq)
     kernels, centres = [], []
     for f, scale in zip(freqs, scales, strict=True):
         j = (np.arange(scale * (grid[-1] - grid[0]) + 1) / (scale * step)).astype(int)
@@ -231,6 +250,58 @@ def pywt_kernels(
 
 
 # -- validation ----------------------------------------------------------------------------
+
+#: Longest kernel built without a record length to compare with (2**26 complex taps: 1 GiB).
+MAX_KERNEL_SAMPLES = 2**26
+
+
+def _check_kernel_lengths(lengths: np.ndarray, freqs: np.ndarray, n_times: int | None) -> None:
+    """Refuse kernels longer than the record (or than :data:`MAX_KERNEL_SAMPLES`) up front.
+
+    Examples
+    --------
+    >>> _check_kernel_lengths(np.array([101.0]), np.array([10.0]), 1000)
+    >>> _check_kernel_lengths(np.array([5e9]), np.array([1e-5]), None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xnwb.exceptions.TFRParameterError: the wavelet at 1e-05 Hz would be 5000000000 samples ...
+    """
+    lengths = np.asarray(lengths, dtype=np.float64)
+    worst = int(np.argmax(lengths))
+    longest = lengths[worst]
+    if n_times is not None and longest > n_times:
+        raise SignalTooShortError(
+            f"the record has {int(n_times)} samples, shorter than the longest wavelet "
+            f"({longest:.0f} samples, at {freqs[worst]:g} Hz); use a longer record, higher "
+            "frequencies or fewer cycles"
+        )
+    if longest > MAX_KERNEL_SAMPLES:
+        raise TFRParameterError(
+            f"the wavelet at {freqs[worst]:g} Hz would be {longest:.0f} samples long "
+            f"({longest * 16 / 1e9:.0f} GB of taps), over the limit of {MAX_KERNEL_SAMPLES}; "
+            "use higher frequencies or fewer cycles"
+        )
+
+
+def _check_decim(decim: Any, n_times: int) -> int:
+    """A positive integer, clamped to the record's length.
+
+    A factor of ``n_times`` or more keeps sample 0 only, exactly as ``n_times`` does (and
+    as MNE's ``decim``); clamping keeps buffers sized by the decimation (``decim=10**9``
+    asked for 119 GiB) bounded by the record instead.
+
+    Examples
+    --------
+    >>> _check_decim(4, 1000), _check_decim(10**9, 1000)
+    (4, 1000)
+    >>> _check_decim(0, 1000)
+    Traceback (most recent call last):
+    ...
+    xnwb.exceptions.TFRParameterError: decim must be a positive integer, got 0
+    """
+    if isinstance(decim, bool) or not isinstance(decim, int | np.integer) or decim < 1:
+        raise TFRParameterError(f"decim must be a positive integer, got {decim!r}")
+    return int(min(int(decim), max(int(n_times), 1)))
 
 
 def _check_rate(sfreq: Any) -> float:
