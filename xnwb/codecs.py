@@ -25,6 +25,7 @@ __all__ = [
     "decode_chunk",
     "encode_chunk",
     "hdf5_filters_to_codecs",
+    "reference_codec_ids",
 ]
 
 # HDF5 filter id -> short name, for messages (registered ids from the HDF Group list).
@@ -122,6 +123,41 @@ def hdf5_filters_to_codecs(
                 "h5repack using gzip, blosc, zstd or lz4"
             )
     return configs
+
+
+#: Codecs a reference file may name besides those HDF5 filters map to: xnwb writes
+#: strings and references as vlen-utf8 (they are always inlined).
+_EXTRA_REFERENCE_CODECS = frozenset({"vlen-utf8"})
+
+
+@lru_cache(maxsize=1)
+def reference_codec_ids() -> frozenset[str]:
+    """The codec ids a reference file may name: those an HDF5 filter maps to, and vlen-utf8.
+
+    Derived from :func:`hdf5_filters_to_codecs` itself (every filter id of the
+    name table is tried), so a filter added there is admitted here with no second
+    list to keep. Anything else — pickle, above all, which runs code on decode — is
+    refused when a reference file is opened.
+
+    Examples
+    --------
+    >>> {"zlib", "shuffle", "fletcher32"} <= reference_codec_ids()
+    True
+    >>> "pickle" in reference_codec_ids()
+    False
+    """
+    ids = set(_EXTRA_REFERENCE_CODECS)
+    for filter_id in _FILTER_NAMES:
+        # Filters whose parameters matter get plausible ones; those that still fail
+        # (a missing optional library, say) are simply not admitted.
+        for cd_values in ((), (0, 0, 0, 0, 0, 0, 0, 0)):
+            try:
+                configs = hdf5_filters_to_codecs([(filter_id, 0, cd_values, b"")], 4, "")
+            except Exception:  # unsupported, or needing other parameters
+                continue
+            ids.update(str(c["id"]) for c in configs)
+            break
+    return frozenset(ids)
 
 
 # Codecs whose streams do not record the decoded size.
@@ -328,3 +364,33 @@ def encode_chunk(array: np.ndarray, configs: Sequence[dict[str, Any]] | None) ->
     for codec in codec_pipeline(configs):
         buf = codec.encode(buf)
     return bytes(buf) if not isinstance(buf, bytes) else buf
+
+
+#: Codec id written into exported ``.zarray`` documents of datasets xnwb cannot
+#: decode, so plain zarr readers fail instead of returning the fill value.
+UNREADABLE_CODEC_ID = "xnwb.unreadable"
+
+
+class UnreadableCodec(numcodecs.abc.Codec):
+    """Stands in for an HDF5 filter no installed codec decodes; decoding raises why.
+
+    Readers that have not imported xnwb do not know the id and refuse the array
+    when they open it; with xnwb imported, the error says which filter it is.
+    """
+
+    codec_id = UNREADABLE_CODEC_ID
+
+    def __init__(self, reason: str = "an HDF5 filter xnwb cannot decode") -> None:
+        self.reason = reason
+
+    def encode(self, buf: Any) -> Any:
+        raise UnsupportedFilterError(self.reason)
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        raise UnsupportedFilterError(self.reason)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, "reason": self.reason}
+
+
+numcodecs.register_codec(UnreadableCodec)

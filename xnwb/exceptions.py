@@ -87,3 +87,18 @@ class ChannelNotFoundError(XnwbError, KeyError):
 
 
 __all__ += ["ChannelNotFoundError"]
+
+
+class MalformedReferenceError(UnsafeReferenceError):
+    """A reference file that cannot be understood: the message names the key and the field.
+
+    Raised while opening, before any chunk is read; a subclass of
+    :class:`UnsafeReferenceError` because a hostile file is often also malformed.
+    """
+
+
+class ReferenceWarning(UserWarning):
+    """A reference file opens, but part of it cannot be checked (missing chunk keys, say)."""
+
+
+__all__ += ["MalformedReferenceError", "ReferenceWarning"]
