@@ -365,32 +365,3 @@ def encode_chunk(array: np.ndarray, configs: Sequence[dict[str, Any]] | None) ->
         buf = codec.encode(buf)
     return bytes(buf) if not isinstance(buf, bytes) else buf
 
-
-#: Codec id written into exported ``.zarray`` documents of datasets xnwb cannot
-#: decode, so plain zarr readers fail instead of returning the fill value.
-UNREADABLE_CODEC_ID = "xnwb.unreadable"
-
-
-class UnreadableCodec(numcodecs.abc.Codec):
-    """Stands in for an HDF5 filter no installed codec decodes; decoding raises why.
-
-    Readers that have not imported xnwb do not know the id and refuse the array
-    when they open it; with xnwb imported, the error says which filter it is.
-    """
-
-    codec_id = UNREADABLE_CODEC_ID
-
-    def __init__(self, reason: str = "an HDF5 filter xnwb cannot decode") -> None:
-        self.reason = reason
-
-    def encode(self, buf: Any) -> Any:
-        raise UnsupportedFilterError(self.reason)
-
-    def decode(self, buf: Any, out: Any = None) -> Any:
-        raise UnsupportedFilterError(self.reason)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "reason": self.reason}
-
-
-numcodecs.register_codec(UnreadableCodec)

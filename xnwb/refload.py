@@ -31,7 +31,7 @@ def _gunzip_bounded(raw: bytes, label: str, limit: int) -> bytes:
     while data:
         inflater = zlib.decompressobj(wbits=31)
         try:
-            while data:
+            while not inflater.eof:
                 out += inflater.decompress(data, _READ_BLOCK)
                 if len(out) > limit:
                     raise MalformedReferenceError(
@@ -40,18 +40,15 @@ def _gunzip_bounded(raw: bytes, label: str, limit: int) -> bytes:
                         "MAX_REFERENCE_BYTES of text is read)"
                     )
                 data = inflater.unconsumed_tail
-            out += inflater.flush()
+                if not data and not inflater.eof:
+                    raise MalformedReferenceError(
+                        f"reference file {label} is a truncated gzip stream"
+                    )
         except zlib.error as err:
             raise MalformedReferenceError(
                 f"reference file {label} is not valid gzip: {err}"
             ) from err
-        if not inflater.eof:
-            raise MalformedReferenceError(f"reference file {label} is a truncated gzip stream")
         data = inflater.unused_data  # the next member, if any
-        if len(out) > limit:
-            raise MalformedReferenceError(
-                f"reference file {label} inflates to more than {limit} bytes: refused"
-            )
     return bytes(out)
 
 
@@ -93,7 +90,16 @@ def read_reference_bytes(url: str, storage_options: dict[str, Any] | None, limit
     label = repr(url)
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as fh:
-            raw = fh.read(limit + 1)
+            # Block by block: read(limit) would set aside ``limit`` bytes up front.
+            pieces: list[bytes] = []
+            total = 0
+            while total <= limit:
+                piece = fh.read(_READ_BLOCK)
+                if not piece:
+                    break
+                pieces.append(piece)
+                total += len(piece)
+            raw = b"".join(pieces)
     except FileNotFoundError:
         raise
     except OSError as err:

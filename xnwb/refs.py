@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from xnwb.codecs import UNREADABLE_CODEC_ID, ChunkCodec
+from xnwb.codecs import ChunkCodec
 from xnwb.exceptions import (
     MalformedReferenceError,
     ReferenceWarning,
@@ -131,15 +131,12 @@ class ArrayRef:
         ``fill_value`` is the HDF5 fill value, so chunks HDF5 never wrote read right
         in plain zarr too; a zero fill is written as ``null`` (zarr's default, zero)
         because a ``0`` there makes xarray's zarr reader mask every real zero sample
-        to NaN. An array xnwb cannot decode names the codec ``xnwb.unreadable``, so
-        a plain zarr reader refuses it instead of returning fill values.
+        to NaN.
         """
         dtype = "|O" if self.dtype == object else self.dtype.str
         filters = list(self.filters) if self.filters else None
         if self.dtype == object:
             filters = [{"id": "vlen-utf8"}]
-        if self.problem is not None:
-            filters = [{"id": UNREADABLE_CODEC_ID, "reason": self.problem}]
         return {
             "zarr_format": 2,
             "shape": list(self.shape),
@@ -169,6 +166,14 @@ def _zarr_fill_value(fill: Any, dtype: np.dtype) -> Any:
         if np.isinf(value):
             return "Infinity" if value > 0 else "-Infinity"
     return None if value == 0 else value
+
+
+def _zattrs(path: str, arr: ArrayRef) -> dict[str, Any]:
+    attrs = dict(arr.attrs)
+    attrs.setdefault(
+        "_ARRAY_DIMENSIONS", [f"{path.replace('/', '_')}_dim_{i}" for i in range(len(arr.shape))]
+    )
+    return attrs
 
 
 def _chunk_key(path: str, index: tuple[int, ...]) -> str:
@@ -249,14 +254,13 @@ class ReferenceIndex:
             refs[f"{prefix}.zgroup"] = _json_dumps({"zarr_format": 2})
             refs[f"{prefix}.zattrs"] = _json_dumps(attrs)
         for path, arr in self.arrays.items():
+            if arr.problem is not None:
+                # Left out of the zarr view (its metadata live in the xnwb block): a plain
+                # zarr reader must fail on it, not return the fill value.
+                continue
             refs[f"{path}/.zarray"] = _json_dumps(arr.zarray())
-            attrs = dict(arr.attrs)
-            attrs.setdefault(
-                "_ARRAY_DIMENSIONS",
-                [f"{path.replace('/', '_')}_dim_{i}" for i in range(len(arr.shape))],
-            )
-            refs[f"{path}/.zattrs"] = _json_dumps(attrs)
-            if arr.problem is not None or not chunks:
+            refs[f"{path}/.zattrs"] = _json_dumps(_zattrs(path, arr))
+            if not chunks:
                 continue
             for index in arr.stored_indices():
                 refs[_chunk_key(path, index)] = [
@@ -278,6 +282,8 @@ class ReferenceIndex:
                 note["unallocated"] = _unallocated_ranges(arr)
             if arr.problem is not None:
                 note["problem"] = arr.problem
+                note["zarray"] = arr.zarray()
+                note["zattrs"] = _zattrs(path, arr)
             if arr.fill_value is not None and arr.dtype != object:
                 note["fill_value"] = np.asarray(arr.fill_value).item()
             if arr.layout != "chunked":
@@ -482,7 +488,15 @@ def _parse_references(
             index = tuple(int(i) for i in leaf.split("."))
             chunk_refs.setdefault(parent, []).append((index, entry))
         else:
-            raise UnsafeReferenceError(f"unexpected key {key!r} in reference file")
+            raise _fail(f"unexpected key {key!r} in reference file")
+    for path, note in (notes or {}).items():
+        if "problem" in note and path not in metas:  # an array xnwb cannot decode
+            if not isinstance(note.get("zarray"), dict) or not isinstance(
+                note.get("zattrs", {}), dict
+            ):
+                raise _fail(f"'xnwb.arrays[{path!r}]' must hold its zarray and zattrs objects")
+            metas[path] = note["zarray"]
+            attrs[path] = note.get("zattrs", {})
     orphans = sorted(set(chunk_refs) - set(metas))
     if orphans:
         raise _fail(f"chunk keys under {orphans[0]!r}, which has no .zarray")
