@@ -543,7 +543,9 @@ def _xnwb_block(
         where = f"'xnwb.arrays[{path!r}]'"
         if "problem" in note and not isinstance(note["problem"], str):
             raise _fail(f"{where}.problem must be a string")
-        if "layout" in note and note["layout"] not in _LAYOUTS:
+        if "layout" in note and (
+            not isinstance(note["layout"], str) or note["layout"] not in _LAYOUTS
+        ):
             raise _fail(f"{where}.layout must be one of {sorted(_LAYOUTS)}, got {note['layout']!r}")
         fill = note.get("fill_value")
         if fill is not None and (not isinstance(fill, int | float) or isinstance(fill, bool)):
@@ -701,7 +703,9 @@ def _array_from_meta(
     if note.get("fill_value") is not None and dtype.kind in "biuf":
         ref.fill_value = note["fill_value"]
     ref.layout = note.get("layout", "chunked")
-    if "stored_chunks" in note:
+    if note.get("stored_chunks") is not None:
+        if len(note["stored_chunks"]) != len(shape):
+            raise _fail(f"'xnwb.arrays[{path!r}]'.stored_chunks does not match shape {shape}")
         ref.stored_chunks = tuple(note["stored_chunks"])
     return ref
 
