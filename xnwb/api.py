@@ -11,9 +11,11 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from xnwb.cache import cache_dir, load_cached, source_identity, store_cached
-from xnwb.exceptions import UnsafeReferenceError
+from xnwb.exceptions import MalformedReferenceError, UnsafeReferenceError
 from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES, index_hdf5, open_h5
 from xnwb.nwb import check_nwb, find_series, series_summary, unopenable_series
+from xnwb.places import Place, is_relative, local_target_path, place_of
+from xnwb.refload import load_reference_file
 from xnwb.refs import ReferenceIndex
 from xnwb.remote import split_options
 from xnwb.source import ByteSource, is_local, local_path
@@ -99,26 +101,91 @@ def _looks_like_references(url: str) -> bool:
     return path.lower().endswith((".json", ".json.gz")) or url.startswith("reference://")
 
 
-def _same_place(target: str, base: str) -> bool:
-    """Whether ``target`` lives where ``base`` does (same scheme and host or bucket)."""
-    t, b = urlparse(target), urlparse(base)
-    if is_local(target) and is_local(base):
-        return True
-    return (t.scheme, t.netloc) == (b.scheme, b.netloc) and bool(t.netloc)
+def _allowed(place: Place, allowed: tuple[str, ...]) -> bool:
+    """Whether ``place`` lies under one of ``allowed_sources`` (whole segments, same port)."""
+    return any(place_of(prefix).contains(place) for prefix in allowed)
 
 
-def _check_target(target: str, opened: str, allowed: tuple[str, ...]) -> None:
-    """Refuse references that leave the source the user opened."""
-    parsed = urlparse(target)
-    if ".." in parsed.path.split("/") or ".." in target.replace("\\", "/").split("/"):
-        raise UnsafeReferenceError(f"reference target {target!r} contains '..'")
-    if any(target.startswith(prefix) for prefix in allowed):
-        return
-    if target == opened:
-        return
+def _resolve_target(target: str, refs_url: str) -> str:
+    """A reference's target as a URL or real path; relative ones beside ``refs_url``."""
+    if is_local(refs_url) and (is_relative(target) or is_local(target)):
+        folder = os.path.dirname(os.path.realpath(local_path(refs_url)))
+        return local_target_path(target, folder)
+    if is_relative(target):
+        return f"{refs_url.rsplit('/', 1)[0]}/{target}"
+    return local_target_path(target) if is_local(target) else target
+
+
+def _data_file_beside(refs: ReferenceIndex, refs_url: str, allowed: tuple[str, ...]) -> str:
+    """The one data file a reference file opened as the source may read.
+
+    It is the single file the chunk references name, and it must sit in the same
+    folder as the reference file (local paths compared after ``realpath``, so a
+    symlink beside the JSON cannot lead elsewhere; URLs by scheme, host, port and
+    path segments), or under ``allowed_sources``.
+    """
+    urls = refs.info.get("reference_urls", [])
+    if not urls:
+        raise MalformedReferenceError(
+            f"reference file {refs_url!r} names no data file (no chunk is a "
+            "[url, offset, length] reference); open the NWB file itself with "
+            f"index={refs_url!r}"
+        )
+    targets = sorted({_resolve_target(u, refs_url) for u in urls})
+    if len(targets) > 1:
+        raise UnsafeReferenceError(
+            f"references point into {len(targets)} different files ({targets[:3]}); "
+            "xnwb opens one file at a time"
+        )
+    target = targets[0]
+    place = place_of(target)
+    if _allowed(place, allowed):
+        return target
+    home = place_of(os.path.realpath(local_path(refs_url)) if is_local(refs_url) else refs_url)
+    if place.folder == home.folder:
+        return target
     raise UnsafeReferenceError(
-        f"references point to {target!r}, outside the opened source {opened!r}; "
-        "pass allowed_sources=[...] to allow it"
+        f"references point to {str(place)!r}, outside the opened source: a reference file "
+        f"opened as the source may point only at one file in its own folder "
+        f"({str(home.folder)!r}). Open the data file with index={refs_url!r}, or pass "
+        "allowed_sources=[...] to allow it"
+    )
+
+
+def _check_index_targets(
+    refs: ReferenceIndex, url: str, index_url: str | None, allowed: tuple[str, ...]
+) -> None:
+    """Every reference of an ``index=`` must name the opened source (or an allowed place)."""
+    source = place_of(url)
+    for target in sorted(_targets(refs)):
+        candidates = [place_of(target)]
+        if index_url is not None and is_local(index_url) and is_relative(target):
+            folder = os.path.dirname(os.path.realpath(local_path(index_url)))
+            candidates.append(place_of(target, folder))
+        if any(c == source or _allowed(c, allowed) for c in candidates):
+            continue
+        raise UnsafeReferenceError(
+            f"references point to {target!r}, outside the opened source {url!r}; "
+            "pass allowed_sources=[...] to allow it"
+        )
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_hdf5(byte_source: ByteSource, size: int, label: str) -> None:
+    """Refuse a data file that is not HDF5: references read only from HDF5 files.
+
+    The superblock sits at byte 0, 512, 1024, 2048, … (after a user block).
+    """
+    offset = 0
+    while offset + 8 <= size and offset <= 2**20:
+        if bytes(byte_source.fetch([offset], [8])[0]) == _HDF5_SIGNATURE:
+            return
+        offset = 512 if offset == 0 else offset * 2
+    raise UnsafeReferenceError(
+        f"the references point into {label}, which is not an HDF5 file: "
+        "xnwb reads references only into the HDF5 file they were built from"
     )
 
 
@@ -126,6 +193,7 @@ def _check_extent(index: ReferenceIndex, size: int) -> None:
     for path, arr in index.arrays.items():
         stored = arr.offsets >= 0
         if stored.any():
+            # Offsets and lengths are below 2**53 (checked when read): no int64 wrap.
             end = int((arr.offsets + arr.lengths)[stored].max())
             if end > size:
                 raise UnsafeReferenceError(
@@ -135,14 +203,9 @@ def _check_extent(index: ReferenceIndex, size: int) -> None:
 
 
 def _load_references(refs_url: str, storage_options: dict[str, Any] | None) -> ReferenceIndex:
-    import json
-
-    import fsspec
-
-    options, _ = split_options(storage_options)
-    with fsspec.open(refs_url, "rt", compression="infer", **options) as fh:
-        doc = json.load(fh)
-    return ReferenceIndex.from_refs(doc)
+    options, _ = split_options(storage_options)  # xnwb's own keys are not fsspec's
+    doc = load_reference_file(refs_url, options)
+    return ReferenceIndex.from_reference_file(doc, label=f"reference file {refs_url!r}")
 
 
 def open_source(
@@ -182,38 +245,21 @@ def open_source(
     if index is not None or _looks_like_references(url):
         if index is None:  # the source is a reference file: data must live beside it
             refs = _load_references(url, storage_options)
-            for target in refs.info.get("reference_urls", []):
-                if not _same_place(target, url) and urlparse(target).scheme:
-                    _check_target(target, url, allowed)
-                _check_target(target, target, allowed)
-            _single_file(refs)
-            target = refs.source
-            if target and not urlparse(target).scheme and not os.path.isabs(target):
-                _check_target(target, target, allowed)  # no '..' out of the folder
-                if is_local(url):
-                    target = os.path.join(os.path.dirname(local_path(url)), target)
-                else:
-                    target = f"{url.rsplit('/', 1)[0]}/{target}"
-            elif not _same_place(target, url):
-                _check_target(target, url, allowed)
-            _check_target(target, target, allowed)
-            data_url = target
+            data_url = _data_file_beside(refs, url, allowed)
         else:
-            refs = (
-                index
-                if isinstance(index, ReferenceIndex)
-                else _load_references(os.fspath(index), storage_options)
-            )
-            for target in _targets(refs):
-                _check_target(target, url, allowed)
-            _single_file(refs)
+            index_url = None if isinstance(index, ReferenceIndex) else os.fspath(index)
+            refs = index if index_url is None else _load_references(index_url, storage_options)
+            _check_index_targets(refs, url, index_url, allowed)
             data_url = url
         refs.source = data_url
         byte_source = ByteSource(data_url, storage_options)
         # A saved index is held to the version it was built from; then every read is
         # held to the version opened now.
         refs.info["identity"] = byte_source.pin(_recorded_identity(refs))
-        _check_extent(refs, byte_source.fingerprint().size)
+        size = byte_source.fingerprint().size
+        if index is None:
+            _check_hdf5(byte_source, size, repr(data_url))
+        _check_extent(refs, size)
         check_nwb(refs, repr(url))
         refs.info["open"] = _report(byte_source, tic, cached=True)
         return refs, byte_source

@@ -27,6 +27,7 @@ __all__ = [
     "decode_chunk",
     "encode_chunk",
     "hdf5_filters_to_codecs",
+    "reference_codec_ids",
 ]
 
 #: Every HDF5 filter id the HDF Group registers (and the predefined ones) -> its name.
@@ -215,6 +216,30 @@ def hdf5_filters_to_codecs(
                 "(e.g. h5repack -f GZIP=4 in.nwb out.nwb)"
             )
     return configs
+
+
+#: Codecs a reference file may name besides those HDF5 filters map to: xnwb writes
+#: strings and references as vlen-utf8 (they are always inlined).
+_EXTRA_REFERENCE_CODECS = frozenset({"vlen-utf8"})
+
+
+@lru_cache(maxsize=1)
+def reference_codec_ids() -> frozenset[str]:
+    """The codec ids a reference file may name: those an HDF5 filter maps to, and vlen-utf8.
+
+    The same list :func:`hdf5_filters_to_codecs` produces from
+    (:data:`PRODUCED_CODEC_IDS`), so a filter added there is admitted here with no
+    second list to keep. Anything else — pickle, above all, which runs code on decode — is
+    refused when a reference file is opened.
+
+    Examples
+    --------
+    >>> {"zlib", "shuffle", "fletcher32"} <= reference_codec_ids()
+    True
+    >>> "pickle" in reference_codec_ids()
+    False
+    """
+    return PRODUCED_CODEC_IDS | _EXTRA_REFERENCE_CODECS
 
 
 # Codecs whose streams do not record the decoded size.
@@ -423,3 +448,4 @@ def encode_chunk(array: np.ndarray, configs: Sequence[dict[str, Any]] | None) ->
     for codec in codec_pipeline(configs):
         buf = codec.encode(buf)
     return bytes(buf) if not isinstance(buf, bytes) else buf
+

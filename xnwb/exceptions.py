@@ -141,3 +141,18 @@ class CacheWarning(XnwbWarning):
 
 
 __all__ += ["CacheWarning", "ExternalDataError", "UnindexedDataError"]
+
+
+class MalformedReferenceError(UnsafeReferenceError):
+    """A reference file that cannot be understood: the message names the key and the field.
+
+    Raised while opening, before any chunk is read; a subclass of
+    :class:`UnsafeReferenceError` because a hostile file is often also malformed.
+    """
+
+
+class ReferenceWarning(XnwbWarning):
+    """A reference file opens, but part of it cannot be checked (missing chunk keys, say)."""
+
+
+__all__ += ["MalformedReferenceError", "ReferenceWarning"]

@@ -362,9 +362,27 @@ def _electrodes(
         notes["channel_labels"] = "positions"
         return default, {}, notes
     id_ref = index.arrays.get(f"{table}/id")
+    if id_ref is None and table not in index.groups and f"{_ELECTRODES_TABLE}/id" in index.arrays:
+        # kerchunk writes the object reference as the text "<HDF5 object reference>"; NWB
+        # allows one electrodes table, so the region can only point into that one.
+        notes["electrodes_table"] = (
+            f"the region's table reference {table!r} is unreadable; read as "
+            f"/{_ELECTRODES_TABLE}, the one electrodes table NWB allows"
+        )
+        table = _ELECTRODES_TABLE
+        id_ref = index.arrays[f"{table}/id"]
     if id_ref is None:
-        notes["electrodes_table"] = f"/{table} has no id column"
-        return region.astype(np.int64), {}, notes
+        # Region indices are row numbers, not electrode ids: never pass them off as ids.
+        warnings.warn(
+            f"series {path!r}: the electrodes table /{table} is absent or has no id column, "
+            "so the electrode ids are unknown; the channel coordinate holds positions "
+            "(attrs['channel_labels'] == 'positional')",
+            XnwbWarning,
+            stacklevel=4,
+        )
+        notes["electrodes_table"] = f"/{table} is absent or has no id column"
+        notes["channel_labels"] = "positional"
+        return default, {}, notes
     ids = np.asarray(read_array(id_ref, source, f"{table}/id")).reshape(-1)
     outside = (region < 0) | (region >= ids.size)
     if outside.any():

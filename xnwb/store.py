@@ -211,4 +211,9 @@ def _metadata_documents(index: ReferenceIndex) -> dict[str, bytes]:
     docs: dict[str, bytes] = {}
     for key, value in index.to_refs(chunks=False)["refs"].items():
         docs[key] = value.encode("utf-8") if isinstance(value, str) else json.dumps(value).encode()
+    # Arrays xnwb cannot decode stay visible here: reading one raises the reason.
+    for path, arr in index.arrays.items():
+        if arr.problem is not None:
+            docs[f"{path}/.zarray"] = json.dumps(arr.zarray()).encode()
+            docs[f"{path}/.zattrs"] = json.dumps(arr.attrs).encode()
     return docs
