@@ -9,6 +9,7 @@ a whole level of the tree costs one round trip instead of one per node.
 
 from __future__ import annotations
 
+import bisect
 import io
 import struct
 from collections import OrderedDict
@@ -57,6 +58,7 @@ class RangeFile(io.RawIOBase):
         self._pos = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._spans: dict[int, bytes] = {}  # prefetched exact ranges: start -> bytes
+        self._span_starts: list[int] = []  # sorted keys of ``_spans``, for bisection
         self.reads = 0
 
     # -- io.RawIOBase ---------------------------------------------------------
@@ -95,8 +97,14 @@ class RangeFile(io.RawIOBase):
 
     # -- cache ------------------------------------------------------------------
     def _read(self, start: int, n: int) -> bytes | memoryview:
-        for span_start, span in self._spans.items():
-            if span_start <= start and start + n <= span_start + len(span):
+        # The span starting at or before ``start`` is the only one that can hold the
+        # read (spans are B-tree nodes: they do not overlap). A scan of every span
+        # made a 1M-chunk index quadratic: 36k reads x 16k nodes.
+        at = bisect.bisect_right(self._span_starts, start) - 1
+        if at >= 0:
+            span_start = self._span_starts[at]
+            span = self._spans[span_start]
+            if start + n <= span_start + len(span):
                 return memoryview(span)[start - span_start : start - span_start + n]
         first, last = start // self.block_size, (start + n - 1) // self.block_size
         missing = [b for b in range(first, last + 1) if b not in self._blocks]
@@ -142,6 +150,8 @@ class RangeFile(io.RawIOBase):
             fetched = self.source.fetch(wanted, [node_size] * len(wanted), max_gap=_NODE_GAP)
             wave = []
             for address, chunk in zip(wanted, fetched, strict=True):
+                if address not in self._spans:
+                    bisect.insort(self._span_starts, address)
                 self._spans[address] = bytes(chunk)
                 wave.append(self._spans[address])
 
