@@ -13,6 +13,7 @@ import pandas as pd
 from xnwb.cache import cache_dir, load_cached, store_cached
 from xnwb.exceptions import UnsafeReferenceError
 from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES, index_hdf5, open_h5
+from xnwb.lazyindex import IndexCompletion, LazyPlan, lazy_arrays, preload_top
 from xnwb.nwb import check_nwb, find_series, series_summary
 from xnwb.refs import ReferenceIndex
 from xnwb.source import ByteSource, is_local, local_path
@@ -29,6 +30,7 @@ def build_index(
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     inline_bytes: int = DEFAULT_INLINE_BYTES,
     byte_source: ByteSource | None = None,
+    lazy: bool = False,
 ) -> ReferenceIndex:
     """Walk the HDF5 metadata of ``source`` once and return its references.
 
@@ -47,6 +49,10 @@ def build_index(
         Datasets up to this size are stored in the index itself.
     byte_source
         Reuse this :class:`~xnwb.source.ByteSource` (and its resolved URL).
+    lazy
+        Leave the chunk index of big chunked datasets to be read on demand, a
+        window's B-tree nodes at a time (:mod:`xnwb.lazyindex`); ``False`` lists
+        every chunk now.
 
     Returns
     -------
@@ -67,6 +73,9 @@ def build_index(
         path = local_path(url)
         size = os.path.getsize(path) if os.path.exists(path) else None
         with open_h5(path, repr(url)) as h5file:
+            if lazy:
+                local = byte_source or ByteSource(url)
+                options["lazy"] = LazyPlan(local, _reader(local), file_size=size)
             return index_hdf5(h5file, url, file_size=size, **options)
 
     from xnwb.rangefile import RangeFile
@@ -76,7 +85,13 @@ def build_index(
     tic = time.perf_counter()
     fingerprint = remote.fingerprint()
     with RangeFile(remote, fingerprint.size) as fobj, open_h5(fobj, repr(url)) as h5file:
+        if lazy:  # object headers come from the block cache h5py has just filled
+            options["lazy"] = LazyPlan(
+                remote, lambda s, n: bytes(fobj.read_at(s, n)), file_size=fingerprint.size
+            )
         index = index_hdf5(h5file, url, file_size=fingerprint.size, **options)
+        if lazy:
+            preload_top(index, fobj.cached_at)
     index.info.update(
         fingerprint=fingerprint.to_dict(),
         requests=remote.requests - before,
@@ -86,6 +101,17 @@ def build_index(
         "indexed %s: %d requests, %.2f s", url, index.info["requests"], index.info["seconds"]
     )
     return index
+
+
+def _reader(source: ByteSource) -> Any:
+    """``read(start, length) -> bytes`` over ``source``, clipped at the end of the file."""
+    size = source.size()
+
+    def read(start: int, length: int) -> bytes:
+        length = max(0, min(length, size - start))
+        return bytes(source.fetch([start], [length])[0]) if length else b""
+
+    return read
 
 
 def _looks_like_references(url: str) -> bool:
@@ -213,15 +239,26 @@ def open_source(
         fingerprint = byte_source.fingerprint()
         refs = load_cached(folder, url, fingerprint)
     if refs is None:
-        refs = build_index(url, storage_options, byte_source=byte_source, **index_options)
+        lazy = bool(index_options.pop("lazy_index", True))
+        refs = build_index(
+            url, storage_options, byte_source=byte_source, lazy=lazy, **index_options
+        )
         if folder is not None:
-            store_cached(folder, url, fingerprint, refs)
+            _store_when_complete(refs, folder, url, fingerprint)
         cached = False
     else:
         cached = True
     check_nwb(refs, repr(url))
     refs.info["open"] = _report(byte_source, tic, cached=cached)
     return refs, byte_source
+
+
+def _store_when_complete(refs: ReferenceIndex, folder: Any, url: str, fingerprint: Any) -> None:
+    """Cache the index now, or once its lazy chunk indexes are complete (in the background)."""
+    if not lazy_arrays(refs):
+        store_cached(folder, url, fingerprint, refs)
+        return
+    IndexCompletion(refs, on_complete=lambda done: store_cached(folder, url, fingerprint, done))
 
 
 def _single_file(refs: ReferenceIndex) -> None:

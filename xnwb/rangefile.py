@@ -95,6 +95,18 @@ class RangeFile(io.RawIOBase):
             self._prefetch_children(bytes(data), n)
         return n
 
+    def read_at(self, start: int, n: int) -> bytes | memoryview:
+        """``n`` bytes at ``start`` through the block cache (clipped at the end of the file)."""
+        n = max(0, min(n, self.size - start))
+        return self._read(start, n) if n else b""
+
+    def cached_at(self, start: int, n: int) -> bytes | None:
+        """``n`` bytes at ``start`` if they are already in memory (else ``None``: no request)."""
+        n = max(0, min(n, self.size - start))
+        if n == 0 or not self._cached(start, n):
+            return None
+        return bytes(self._read(start, n))
+
     # -- cache ------------------------------------------------------------------
     def _read(self, start: int, n: int) -> bytes | memoryview:
         # The span starting at or before ``start`` is the only one that can hold the

@@ -109,6 +109,8 @@ def read_selection(
     if 0 in out_shape:
         return out.squeeze(axis=drop) if drop else out
 
+    # A lazy chunk index reads the B-tree nodes covering this box first.
+    ref.ensure_chunks([(pieces[0][0], pieces[-1][0] + 1) for pieces, _ in per_dim])
     tasks = list(itertools.product(*(pieces for pieces, _ in per_dim)))
     fetch_at: list[int] = []
     starts: list[int] = []
@@ -166,6 +168,7 @@ def read_selection(
     else:
         for entry in entries:
             place(entry)
+    ref.chunks_read()
     return out.squeeze(axis=drop) if drop else out
 
 
