@@ -51,6 +51,9 @@ _NODE_GAP = 64 * 2**10
 #: for them (a round trip of 20-50 ms buys a few MB at cloud throughput).
 _WINDOW_NODE_GAP = 2 * 2**20
 
+#: Chunked datasets with fewer chunks get the full index at open (a few B-tree leaves).
+LAZY_MIN_CHUNKS = 512
+
 Box = Sequence[tuple[int, int]]
 
 
@@ -386,7 +389,8 @@ class LazyPlan:
     file_size
         Size of the file.
     min_chunks
-        Datasets with fewer chunks are listed eagerly (one leaf or so: no saving).
+        Datasets with fewer chunks are listed eagerly (a few leaves: no saving);
+        default :data:`LAZY_MIN_CHUNKS`.
     """
 
     def __init__(
@@ -395,12 +399,12 @@ class LazyPlan:
         read: Callable[[int, int], bytes],
         *,
         file_size: int | None,
-        min_chunks: int = 512,
+        min_chunks: int | None = None,
     ) -> None:
         self.source = source
         self.read = read
         self.file_size = file_size
-        self.min_chunks = min_chunks
+        self.min_chunks = LAZY_MIN_CHUNKS if min_chunks is None else min_chunks
         self.notes: dict[str, str] = {}  # dataset -> why its index was listed eagerly
         self._superblock: Any = None
 
