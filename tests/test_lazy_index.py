@@ -247,3 +247,18 @@ def test_cluster_workers_resolve_regions_themselves(http_remote, many_chunks, tm
     finally:
         cluster.close()
     np.testing.assert_array_equal(total, counts(200_000, 8).sum(axis=0, dtype=np.int64))
+
+
+def test_pickled_lazy_index_resolves_its_regions_again(many_chunks, every_dataset_lazy):
+    """A worker's copy claims nothing known: the offsets beside it may be an older snapshot."""
+    import pickle
+
+    eager = build_index(many_chunks).arrays[DATA]
+    arr = build_index(many_chunks, lazy=True).arrays[DATA]
+    arr.ensure_chunks([(10, 20), (0, 8)])
+    copy = pickle.loads(pickle.dumps(arr))
+    assert not copy.lazy.complete and copy.lazy._known is None
+    assert copy.lazy._inner  # the internal nodes travel: a region costs a leaf read or so
+    copy.ensure_chunks([(1500, 1600), (2, 5)])
+    window = (slice(1500, 1600), slice(2, 5))
+    np.testing.assert_array_equal(copy.offsets[window], eager.offsets[window])

@@ -171,6 +171,7 @@ def open_source(
     index: str | os.PathLike[str] | ReferenceIndex | None = None,
     index_cache: bool | str | os.PathLike[str] = True,
     allowed_sources: tuple[str, ...] | list[str] = (),
+    lazy_index: bool = True,
     **index_options: Any,
 ) -> tuple[ReferenceIndex, ByteSource]:
     """The reference index of an NWB file and a byte source for its data.
@@ -189,6 +190,10 @@ def open_source(
         ``False``.
     allowed_sources
         URL prefixes references may point to besides the opened source.
+    lazy_index
+        Read the chunk index of big chunked datasets on demand, window by window,
+        and complete it in the background after the first read (then cache it);
+        ``False`` lists every chunk before returning.
     **index_options
         ``max_chunk_bytes``, ``inline_bytes`` for a new index.
     """
@@ -239,9 +244,8 @@ def open_source(
         fingerprint = byte_source.fingerprint()
         refs = load_cached(folder, url, fingerprint)
     if refs is None:
-        lazy = bool(index_options.pop("lazy_index", True))
         refs = build_index(
-            url, storage_options, byte_source=byte_source, lazy=lazy, **index_options
+            url, storage_options, byte_source=byte_source, lazy=lazy_index, **index_options
         )
         if folder is not None:
             _store_when_complete(refs, folder, url, fingerprint)

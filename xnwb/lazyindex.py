@@ -101,10 +101,20 @@ class LazyChunks:
         self._known: np.ndarray | None = None  # stored-grid cells whose state is known
         self._lock = threading.Lock()
 
-    # Workers get the source, the tree and the internal nodes, not the thread or lock.
+    # Workers get the source, the tree and the internal nodes, not the thread or lock, and
+    # no claim of what is known: the offsets pickled beside this object may be a snapshot
+    # older than that claim (a background walk may be writing them), so a worker resolves
+    # its own regions again — from the internal nodes it receives, a leaf request or so.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_lock=None, completion=None)
+        state.update(
+            _lock=None,
+            completion=None,
+            complete=False,
+            _known=None,
+            _leaves_done=set(),
+            _inner=dict(self._inner),  # a copy made at once: the walk may be adding nodes
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
