@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from struct import error as struct_error
 from typing import Any
@@ -39,11 +40,13 @@ __all__ = [
     "LazyChunks",
     "LazyPlan",
     "complete_index",
+    "index_completion",
     "lazy_arrays",
     "preload_top",
 ]
 
 logger = logging.getLogger("xnwb")
+_COMPLETIONS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 #: B-tree nodes lie between data chunks: fetch them exactly, merging only near neighbours.
 _NODE_GAP = 64 * 2**10
@@ -53,6 +56,10 @@ _WINDOW_NODE_GAP = 2 * 2**20
 
 #: Chunked datasets with fewer chunks get the full index at open (a few B-tree leaves).
 LAZY_MIN_CHUNKS = 512
+
+#: A whole-tree walk fetches at most this many nodes per batch, so that the requests of
+#: a window read meanwhile queue behind one batch, not behind a whole level.
+_COMPLETION_BATCH = 128
 
 Box = Sequence[tuple[int, int]]
 
@@ -175,7 +182,12 @@ class LazyChunks:
         gap = _NODE_GAP if everything else max(_WINDOW_NODE_GAP, self.source.max_gap)
         wave = [self.tree.address]
         while wave:
-            nodes = self._nodes(wave, gap)
+            if everything:
+                nodes = []
+                for at in range(0, len(wave), _COMPLETION_BATCH):
+                    nodes.extend(self._nodes(wave[at : at + _COMPLETION_BATCH], gap))
+            else:
+                nodes = self._nodes(wave, gap)
             wave = []
             for node in nodes:
                 if node.level == 0:
@@ -333,6 +345,14 @@ def complete_index(index: Any) -> Any:
     return index
 
 
+def index_completion(source: str) -> IndexCompletion | None:
+    """The background completion of the index of ``source`` opened last (``None``: none).
+
+    ``index_completion(url).wait()`` blocks until the full index is built (and cached).
+    """
+    return _COMPLETIONS.get(str(source))
+
+
 class IndexCompletion:
     """Completes a lazy index once, in a background thread, then calls ``on_complete(index)``.
 
@@ -354,6 +374,7 @@ class IndexCompletion:
         self._done = threading.Event()
         for arr in lazy_arrays(index).values():
             arr.lazy.completion = self
+        _COMPLETIONS[index.source] = self
 
     def start(self) -> None:
         """Start the background walk (once; later calls do nothing)."""
