@@ -84,7 +84,10 @@ def build_index(
     before = remote.requests
     tic = time.perf_counter()
     fingerprint = remote.fingerprint()
-    with RangeFile(remote, fingerprint.size) as fobj, open_h5(fobj, repr(url)) as h5file:
+    with (
+        RangeFile(remote, fingerprint.size, prefetch_tail=lazy) as fobj,
+        open_h5(fobj, repr(url)) as h5file,
+    ):
         if lazy:  # object headers come from the block cache h5py has just filled
             options["lazy"] = LazyPlan(
                 remote, lambda s, n: bytes(fobj.read_at(s, n)), file_size=fingerprint.size

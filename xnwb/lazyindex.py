@@ -53,13 +53,14 @@ _NODE_GAP = 64 * 2**10
 #: ...except for a window's leaves, a few adjacent ones a MB or so apart: one request
 #: for them (a round trip of 20-50 ms buys a few MB at cloud throughput).
 _WINDOW_NODE_GAP = 2 * 2**20
+_FEW_NODES = 4
 
 #: Chunked datasets with fewer chunks get the full index at open (a few B-tree leaves).
 LAZY_MIN_CHUNKS = 512
 
 #: A whole-tree walk fetches at most this many nodes per batch, so that the requests of
 #: a window read meanwhile queue behind one batch, not behind a whole level.
-_COMPLETION_BATCH = 128
+_COMPLETION_BATCH = 32
 
 Box = Sequence[tuple[int, int]]
 
@@ -179,14 +180,17 @@ class LazyChunks:
         )
         # A window's few nodes merge generously (a round trip costs more than the gap's
         # bytes); the whole tree merges only near neighbours, not the data in between.
-        gap = _NODE_GAP if everything else max(_WINDOW_NODE_GAP, self.source.max_gap)
+        window_gap = max(_WINDOW_NODE_GAP, self.source.max_gap)
         wave = [self.tree.address]
         while wave:
             if everything:
                 nodes = []
                 for at in range(0, len(wave), _COMPLETION_BATCH):
-                    nodes.extend(self._nodes(wave[at : at + _COMPLETION_BATCH], gap))
+                    nodes.extend(self._nodes(wave[at : at + _COMPLETION_BATCH], _NODE_GAP))
             else:
+                # A few nodes (a window's): merged generously. Many (a long region's, a
+                # dask task of a full pass): exactly, or the gaps would double its bytes.
+                gap = window_gap if len(wave) <= _FEW_NODES else _NODE_GAP
                 nodes = self._nodes(wave, gap)
             wave = []
             for node in nodes:

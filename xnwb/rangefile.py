@@ -38,6 +38,10 @@ class RangeFile(io.RawIOBase):
         Blocks kept (least recently used are dropped).
     prefetch_btree
         Fetch the children of HDF5 v1 chunk B-tree nodes ahead of h5py.
+    prefetch_tail
+        Fetch the file's last block together with the first one: h5py and pynwb
+        write much of the metadata at the end (on close), so an open needs both, and
+        together they cost one round trip instead of two.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class RangeFile(io.RawIOBase):
         block_size: int = DEFAULT_BLOCK_SIZE,
         max_blocks: int = 256,
         prefetch_btree: bool = True,
+        prefetch_tail: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
@@ -60,6 +65,7 @@ class RangeFile(io.RawIOBase):
         self._spans: dict[int, bytes] = {}  # prefetched exact ranges: start -> bytes
         self._span_starts: list[int] = []  # sorted keys of ``_spans``, for bisection
         self.reads = 0
+        self._tail_pending = prefetch_tail and self.size > self.block_size
 
     # -- io.RawIOBase ---------------------------------------------------------
     def readable(self) -> bool:
@@ -121,6 +127,11 @@ class RangeFile(io.RawIOBase):
         first, last = start // self.block_size, (start + n - 1) // self.block_size
         missing = [b for b in range(first, last + 1) if b not in self._blocks]
         if missing:
+            if self._tail_pending:
+                self._tail_pending = False
+                tail = (self.size - 1) // self.block_size
+                if tail not in missing and tail not in self._blocks:
+                    missing = [*missing, tail]
             self._fetch_blocks(missing)
         if first == last:
             block = self._blocks[first]
