@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from struct import error as struct_error
@@ -61,6 +62,8 @@ LAZY_MIN_CHUNKS = 512
 #: A whole-tree walk fetches at most this many nodes per batch, so that the requests of
 #: a window read meanwhile queue behind one batch, not behind a whole level.
 _COMPLETION_BATCH = 32
+#: Longest the background walk waits for one foreground read before going on.
+_YIELD_SECONDS = 1.0
 
 Box = Sequence[tuple[int, int]]
 
@@ -137,6 +140,8 @@ class LazyChunks:
         """Make the offsets of chunk box ``box`` of ``ref`` (its grid; ``None``: all) known."""
         if self.complete:
             return
+        if box is not None and self.completion is not None:
+            self.completion.foreground_begin()  # ended by after_read
         stored_grid = tuple(
             -(-s // c) for s, c in zip(ref.shape, self.tree.chunk_shape, strict=True)
         )
@@ -168,6 +173,7 @@ class LazyChunks:
     def after_read(self) -> None:
         """Called once a read is done: start completing the index in the background."""
         if self.completion is not None and not self.complete:
+            self.completion.foreground_end()
             self.completion.start()
 
     # -- the walk -------------------------------------------------------------
@@ -186,6 +192,8 @@ class LazyChunks:
             if everything:
                 nodes = []
                 for at in range(0, len(wave), _COMPLETION_BATCH):
+                    if self.completion is not None:
+                        self.completion.yield_to_reads()
                     nodes.extend(self._nodes(wave[at : at + _COMPLETION_BATCH], _NODE_GAP))
             else:
                 # A few nodes (a window's): merged generously. Many (a long region's, a
@@ -376,6 +384,8 @@ class IndexCompletion:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self._reads = 0  # reads in progress in the foreground
+        self._last_read = 0.0
         for arr in lazy_arrays(index).values():
             arr.lazy.completion = self
         _COMPLETIONS[index.source] = self
@@ -389,6 +399,26 @@ class IndexCompletion:
                 target=self._run, name="xnwb-index-completion", daemon=True
             )
             self._thread.start()
+
+    # -- politeness: the walk pauses between batches while a window is being read ----------
+    def foreground_begin(self) -> None:
+        with self._lock:
+            self._reads += 1
+            self._last_read = time.monotonic()
+
+    def foreground_end(self) -> None:
+        with self._lock:
+            self._reads = max(0, self._reads - 1)
+
+    def yield_to_reads(self) -> None:
+        """Wait while a foreground read is in progress (a read that failed half-way and
+        never ended counts for at most :data:`_YIELD_SECONDS`)."""
+        while True:
+            with self._lock:
+                busy = self._reads > 0 and time.monotonic() - self._last_read < _YIELD_SECONDS
+            if not busy:
+                return
+            time.sleep(0.005)
 
     def _run(self) -> None:
         try:
