@@ -568,6 +568,23 @@ def print_cold_open(results: dict, latency: float) -> None:
                     f"windows: {w['max_requests']} req / {w['median_ms']:.0f} ms | "
                     f"reopen {c['requests']} req / {c['seconds']:.2f} s | |"
                 )
+    print("\nRatios xnwb (lazy index) ÷ peer (below 1: xnwb faster)")
+    print("| file | peer | first open s | first window ms | later window ms | open + 5 windows s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for label, per in results.items():
+        if label.startswith(("full", "local")):
+            continue
+        ours = per["xnwb (lazy index)"]
+        for tool, r in per.items():
+            if tool == "xnwb (lazy index)" or "unavailable" in r:
+                continue
+            print(
+                f"| {label} | {tool} | "
+                f"{ours['first open']['seconds'] / r['first open']['seconds']:.2f} | "
+                f"{ours['first window']['seconds'] / r['first window']['seconds']:.2f} | "
+                f"{ours['later windows']['median_ms'] / r['later windows']['median_ms']:.2f} | "
+                f"{ours['open + windows s'] / r['open + windows s']:.2f} |"
+            )
     full = results.get("full read after open (31k chunks)", {})
     for name, m in full.items():
         print(f"full read, {name}: {m['mb_per_s']:.0f} MB/s ({m['requests']} requests)")
