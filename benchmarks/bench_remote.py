@@ -7,7 +7,11 @@ every request and counts them. Peers, in the same run on the same file: pynwb ov
 fsspec HTTP file, pynwb over remfile, and kerchunk references read through fsspec + zarr.
 Results go to ``benchmarks/results/remote.json`` and a table on stdout. With
 ``--only dask-windows``, only 1 s × 4-channel windows through ``chunks={}`` and the lazy
-array, on the 1 GB file and on a 1M-chunk file.
+array, on the 1 GB file and on a 1M-chunk file. With ``--only cold-open`` (issue 11): first
+open, first and later windows, side by side with h5py + remfile, h5py + fsspec, pynwb +
+fsspec, h5coro and LINDI (``--lindi-python``: a venv with lindi, which needs zarr 2), on
+31k-, 100k-, 1M-chunk and large-chunk files; then a full pass right after a cold open, and
+the local open of the 1M-chunk file.
 """
 
 from __future__ import annotations
@@ -262,6 +266,332 @@ def print_dask_windows(results: dict[str, dict[str, object]], latency: float, n:
             )
 
 
+# -- cold open at any chunk count (issue 11) ----------------------------------------------
+_LINDI_CHILD = r"""
+import sys, time, json, warnings
+warnings.simplefilter("ignore")
+import lindi
+url, data, rate = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("ready", flush=True)
+f = ds = None
+for line in sys.stdin:
+    cmd = line.split()
+    tic = time.perf_counter()
+    if cmd[0] == "open":
+        f = lindi.LindiH5pyFile.from_hdf5_file(url)
+        ds = f[data]
+    elif cmd[0] == "window":
+        s = int(cmd[1])
+        ds[s : s + rate, 0:4]
+    else:
+        break
+    print(json.dumps({"seconds": time.perf_counter() - tic}), flush=True)
+"""
+
+
+class _LindiPeer:
+    """LINDI in its own virtual environment (it needs zarr 2; xnwb needs zarr 3)."""
+
+    def __init__(self, python: str, url: str) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [python, "-c", _LINDI_CHILD, url, "/" + DATA, str(RATE)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def ask(self, *words: object) -> float:
+        self.proc.stdin.write(" ".join(map(str, words)) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())["seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(30)
+
+
+def _completion(url: str):
+    """The background index completion of the xnwb open of ``url`` (``None`` when none runs)."""
+    from xnwb.lazyindex import index_completion
+
+    return index_completion(url)
+
+
+def bench_cold_open(latency: float, n_windows: int, lindi_python: str | None) -> dict:
+    """First open, first and later 1 s × 4 ch windows, per tool and file, over loopback HTTP."""
+    import fsspec
+    import h5py
+    import remfile
+    import xarray as xr
+    from datasets import recording_100k_chunks, recording_large_chunks
+
+    files = {
+        "31k chunks (2000, 8)": recording_1gb(),
+        "100k chunks (1024, 1)": recording_100k_chunks(),
+        "1M chunks (1024, 1)": recording_1m_chunks(),
+        "100 large chunks (18000, 64)": recording_large_chunks(),
+    }
+    root = Path(tempfile.mkdtemp(prefix="xnwb-bench-"))
+    results: dict[str, dict] = {}
+    # Imports and first-call set-up are not part of any tool's open.
+    import xnwb.demo
+
+    warm = xnwb.demo.write_demo_recording(root / "warm.nwb", duration=1.0)
+    _ = xr.open_dataset(warm, engine="nwbzarr").data[:10].values
+    with RangeServer(root) as server:
+
+        def measure(fn):
+            server.reset()
+            server.latency = latency
+            before = server.count()
+            tic = time.perf_counter()
+            out = fn()
+            return out, {"requests": server.count() - before, "seconds": time.perf_counter() - tic}
+
+        def one_file(label: str, source: Path) -> dict:
+            try:
+                os.link(source, root / source.name)
+            except OSError:
+                import shutil
+
+                shutil.copy(source, root / source.name)
+            url = server.url_for(source.name)
+            with h5py.File(source) as f:
+                n_times = f[DATA].shape[0]
+            starts = [
+                int(s) for s in np.random.default_rng(11).integers(0, n_times - RATE, n_windows + 1)
+            ]
+            per: dict[str, dict] = {}
+
+            def run(tool, opener, window, *, after=None):
+                handle, first_open = measure(opener)
+                _, first = measure(lambda: window(handle, starts[0]))
+                later = [measure(lambda s=s: window(handle, s))[1] for s in starts[1:]]
+                entry = {
+                    "first open": first_open,
+                    "first window": first,
+                    "later windows": {
+                        "max_requests": max(m["requests"] for m in later),
+                        "median_requests": float(np.median([m["requests"] for m in later])),
+                        "median_ms": 1e3 * float(np.median([m["seconds"] for m in later])),
+                    },
+                    "open + windows s": first_open["seconds"]
+                    + first["seconds"]
+                    + sum(m["seconds"] for m in later[: n_windows - 1]),
+                }
+                if after is not None:
+                    entry.update(after(handle))
+                per[tool] = entry
+                return handle
+
+            cache = Path(tempfile.mkdtemp(prefix="xnwb-cache-"))
+
+            def xnwb_after(ds, cache=cache, url=url):
+                out = {}
+                completion = _completion(url)
+                if completion is not None:
+                    _, done = measure(lambda: completion.wait(600))
+                    out["completion (background)"] = done
+                    for _ in range(200):  # the cache entry is written right after
+                        if any(cache.glob("*.npz")):
+                            break
+                        time.sleep(0.05)
+                later = [measure(lambda s=s: ds.data[s : s + RATE, 0:4].values)[1] for s in starts]
+                out["windows after completion"] = {
+                    "max_requests": max(m["requests"] for m in later),
+                    "median_ms": 1e3 * float(np.median([m["seconds"] for m in later])),
+                }
+                _, out["cached open"] = measure(
+                    lambda: xr.open_dataset(url, engine="nwbzarr", index_cache=cache)
+                )
+                return out
+
+            def xr_window(ds, s):
+                return ds.data[s : s + RATE, 0:4].values
+
+            run(
+                "xnwb (lazy index)",
+                lambda: xr.open_dataset(url, engine="nwbzarr", index_cache=cache),
+                xr_window,
+                after=xnwb_after,
+            )
+            run(
+                "xnwb (full index, before)",
+                lambda url=url: xr.open_dataset(
+                    url, engine="nwbzarr", index_cache=False, lazy_index=False
+                ),
+                xr_window,
+            )
+
+            def h5_window(ds, s):
+                return ds[s : s + RATE, 0:4]
+
+            run("h5py + remfile", lambda: h5py.File(remfile.File(url), "r")[DATA], h5_window)
+            run(
+                "h5py + fsspec",
+                lambda url=url: h5py.File(fsspec.filesystem("http").open(url, "rb"), "r")[DATA],
+                h5_window,
+            )
+
+            def pynwb_open(url=url):
+                from pynwb import NWBHDF5IO
+
+                handle = h5py.File(fsspec.filesystem("http").open(url, "rb"), "r")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    io = NWBHDF5IO(file=handle, load_namespaces=True)
+                    return io.read().acquisition["ElectricalSeries"].data
+
+            run("pynwb + fsspec", pynwb_open, h5_window)
+            try:
+                from h5coro import h5coro, webdriver
+
+                def coro_window(h5obj, s):
+                    slab = [[s, s + RATE], [0, 4]]
+                    promise = h5obj.readDatasets(
+                        [{"dataset": "/" + DATA, "hyperslice": slab}], block=True
+                    )
+                    return promise["/" + DATA]
+
+                run(
+                    "h5coro",
+                    lambda url=url: h5coro.H5Coro(url, webdriver.HTTPDriver),
+                    coro_window,
+                )
+            except ImportError as err:
+                per["h5coro"] = {"unavailable": str(err)}
+            if lindi_python:
+                peer = _LindiPeer(lindi_python, url)
+                try:
+                    _, first_open = measure(lambda: peer.ask("open"))
+                    _, first = measure(lambda: peer.ask("window", starts[0]))
+                    later = [measure(lambda s=s: peer.ask("window", s))[1] for s in starts[1:]]
+                    per["LINDI (h5py path)"] = {
+                        "first open": first_open,
+                        "first window": first,
+                        "later windows": {
+                            "max_requests": max(m["requests"] for m in later),
+                            "median_requests": float(np.median([m["requests"] for m in later])),
+                            "median_ms": 1e3 * float(np.median([m["seconds"] for m in later])),
+                        },
+                        "open + windows s": first_open["seconds"]
+                        + first["seconds"]
+                        + sum(m["seconds"] for m in later[: n_windows - 1]),
+                    }
+                finally:
+                    peer.close()
+            else:
+                per["LINDI (h5py path)"] = {"unavailable": "no --lindi-python given"}
+            return per
+
+        for label, source in files.items():
+            results[label] = one_file(label, source)
+            import gc
+
+            gc.collect()
+
+        # A full pass right after a cold open (31k chunks), against a cached index.
+        import xnwb.remote
+
+        xnwb.remote.DEFAULT_CONCURRENCY = 8
+        url = server.url_for(recording_1gb().name)
+        stop = 3_900_000
+        full = {}
+        for name in ("cold open (lazy index)", "cached index"):
+            cache = Path(tempfile.mkdtemp(prefix="xnwb-cache-"))
+            if name == "cached index":
+                ds = xr.open_dataset(url, engine="nwbzarr", index_cache=cache)
+                _ = ds.data[:10].values
+                completion = _completion(url)
+                if completion is not None:
+                    completion.wait(600)
+                time.sleep(0.5)  # the cache entry is written right after completion
+
+            def full_pass(url=url, cache=cache):
+                raw = xr.open_dataset(
+                    url,
+                    engine="nwbzarr",
+                    index_cache=cache,
+                    mask_and_scale=False,
+                    chunks={"time": 240_000, "channel": -1},
+                )
+                return raw.data[:stop].sum().compute()
+
+            _, m = measure(full_pass)
+            m["mb_per_s"] = stop * 64 * 2 / 1e6 / m["seconds"]
+            full[name] = m
+        results["full read after open (31k chunks)"] = full
+
+    # Local open of the 1M-chunk file: lazy against the full index.
+    local = {}
+    for name, options in (("lazy index", {}), ("full index", {"lazy_index": False})):
+        times = []
+        for _ in range(5):
+            tic = time.perf_counter()
+            xr.open_dataset(recording_1m_chunks(), engine="nwbzarr", **options)
+            times.append(time.perf_counter() - tic)
+        local[name] = {"median_s": float(np.median(times)), "min_s": min(times)}
+    results["local open (1M chunks)"] = local
+    return results
+
+
+def print_cold_open(results: dict, latency: float) -> None:
+    print(f"\nCold open over loopback HTTP ({1e3 * latency:.0f} ms per request)")
+    print(
+        "| file | tool | first open: req / s | first window: req / ms | "
+        "later windows: max req / median ms | open + 5 windows s |"
+    )
+    print("|---|---|---|---|---|---:|")
+    for label, per in results.items():
+        if label.startswith(("full", "local")):
+            continue
+        for tool, r in per.items():
+            if "unavailable" in r:
+                print(f"| {label} | {tool} | unavailable: {r['unavailable']} | | | |")
+                continue
+            fo, fw, lw = r["first open"], r["first window"], r["later windows"]
+            print(
+                f"| {label} | {tool} | {fo['requests']} / {fo['seconds']:.2f} | "
+                f"{fw['requests']} / {1e3 * fw['seconds']:.0f} | "
+                f"{lw['max_requests']} / {lw['median_ms']:.0f} | {r['open + windows s']:.2f} |"
+            )
+            if "cached open" in r:
+                c, w = r["cached open"], r["windows after completion"]
+                done = r.get("completion (background)", {})
+                print(
+                    f"| {label} | ↳ background completion / after it / cached reopen | "
+                    f"{done.get('requests', 0)} req, {done.get('seconds', 0):.2f} s | "
+                    f"windows: {w['max_requests']} req / {w['median_ms']:.0f} ms | "
+                    f"reopen {c['requests']} req / {c['seconds']:.2f} s | |"
+                )
+    print("\nRatios xnwb (lazy index) ÷ peer (below 1: xnwb faster)")
+    print("| file | peer | first open s | first window ms | later window ms | open + 5 windows s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for label, per in results.items():
+        if label.startswith(("full", "local")):
+            continue
+        ours = per["xnwb (lazy index)"]
+        for tool, r in per.items():
+            if tool == "xnwb (lazy index)" or "unavailable" in r:
+                continue
+            print(
+                f"| {label} | {tool} | "
+                f"{ours['first open']['seconds'] / r['first open']['seconds']:.2f} | "
+                f"{ours['first window']['seconds'] / r['first window']['seconds']:.2f} | "
+                f"{ours['later windows']['median_ms'] / r['later windows']['median_ms']:.2f} | "
+                f"{ours['open + windows s'] / r['open + windows s']:.2f} |"
+            )
+    full = results.get("full read after open (31k chunks)", {})
+    for name, m in full.items():
+        print(f"full read, {name}: {m['mb_per_s']:.0f} MB/s ({m['requests']} requests)")
+    for name, m in results.get("local open (1M chunks)", {}).items():
+        print(f"local open of the 1M-chunk file, {name}: median {m['median_s']:.3f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per request")
@@ -273,12 +603,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["dask-windows"],
+        choices=["dask-windows", "cold-open"],
         help="run one section only (its results go to results/remote-<section>.json)",
     )
     parser.add_argument("--windows", type=int, default=7, help="windows per tool (dask-windows)")
     parser.add_argument("--output", default=None)
+    parser.add_argument(
+        "--lindi-python",
+        default=None,
+        help="python of a virtual environment with lindi installed (it needs zarr 2)",
+    )
     args = parser.parse_args(argv)
+    if args.only == "cold-open":
+        cold = bench_cold_open(args.latency, args.windows, args.lindi_python)
+        output = Path(args.output or HERE / "results" / "remote-cold-open.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(cold, indent=2))
+        print_cold_open(cold, args.latency)
+        return 0
     if args.only == "dask-windows":
         windows = bench_dask_windows(args.latency, args.windows)
         output = Path(args.output or HERE / "results" / "remote-dask-windows.json")

@@ -126,6 +126,16 @@ def recording_1m_chunks() -> Path:
     return path
 
 
+def recording_large_chunks() -> Path:
+    """64 ch × 30 kHz × 60 s int16 in 100 chunks of (18000, 64) (~2.3 MB each), gzip+shuffle."""
+    path = DATA_DIR / "rec_100_large_chunks.nwb"
+    if not path.exists():
+        tic = time.perf_counter()
+        write_recording(path, n_channels=64, rate=30_000.0, duration=60.0, chunks=(18_000, 64))
+        print(f"wrote {path} in {time.perf_counter() - tic:.0f} s")
+    return path
+
+
 if __name__ == "__main__":
     for make in (recording_100k_chunks, recording_1gb, recording_1m_chunks):
         p = make()

@@ -140,15 +140,24 @@ def pynwb_series(nwbfile: Any, path: str) -> Any:
 
 @pytest.fixture
 def fetch_log(monkeypatch) -> list[tuple[int, int]]:
-    """Every byte range read through ``ByteSource.fetch`` while the test runs: (start, length)."""
+    """Every data range read through ``ByteSource.fetch`` while the test runs: (start, length).
+
+    Chunk-index reads of the lazy index (HDF5 B-tree nodes, which begin ``TREE``) are left
+    out: they are not data, and a local window reads a few of them the first time.
+    """
     from xnwb.source import ByteSource
 
     log: list[tuple[int, int]] = []
     original = ByteSource.fetch
 
     def logged(self, starts, lengths, **kwargs):
-        log.extend(zip(starts, lengths, strict=True))
-        return original(self, starts, lengths, **kwargs)
+        pieces = original(self, starts, lengths, **kwargs)
+        log.extend(
+            (start, length)
+            for start, length, piece in zip(starts, lengths, pieces, strict=True)
+            if bytes(piece[:4]) != b"TREE"
+        )
+        return pieces
 
     monkeypatch.setattr(ByteSource, "fetch", logged)
     return log

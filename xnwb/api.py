@@ -13,6 +13,7 @@ import pandas as pd
 from xnwb.cache import cache_dir, load_cached, source_identity, store_cached
 from xnwb.exceptions import MalformedReferenceError, UnsafeReferenceError
 from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES, index_hdf5, open_h5
+from xnwb.lazyindex import IndexCompletion, LazyPlan, lazy_arrays, preload_top
 from xnwb.nwb import check_nwb, find_series, series_summary, unopenable_series
 from xnwb.places import Place, is_relative, local_target_path, place_of
 from xnwb.refload import load_reference_file
@@ -32,6 +33,7 @@ def build_index(
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     inline_bytes: int = DEFAULT_INLINE_BYTES,
     byte_source: ByteSource | None = None,
+    lazy: bool = False,
 ) -> ReferenceIndex:
     """Walk the HDF5 metadata of ``source`` once and return its references.
 
@@ -50,6 +52,10 @@ def build_index(
         Datasets up to this size are stored in the index itself.
     byte_source
         Reuse this :class:`~xnwb.source.ByteSource` (and its resolved URL).
+    lazy
+        Leave the chunk index of big chunked datasets to be read on demand, a
+        window's B-tree nodes at a time (:mod:`xnwb.lazyindex`); ``False`` lists
+        every chunk now.
 
     Returns
     -------
@@ -71,6 +77,9 @@ def build_index(
         identity = ByteSource(url).identity() if os.path.exists(path) else None
         size = identity["size"] if identity else None
         with open_h5(path, repr(url)) as h5file:
+            if lazy:
+                local = byte_source or ByteSource(url)
+                options["lazy"] = LazyPlan(local, _reader(local), file_size=size)
             index = index_hdf5(h5file, url, file_size=size, **options)
         if identity is not None:
             index.info["identity"] = identity  # compared when the index is used (index=)
@@ -82,8 +91,17 @@ def build_index(
     before = remote.requests
     tic = time.perf_counter()
     fingerprint = remote.fingerprint()
-    with RangeFile(remote, fingerprint.size) as fobj, open_h5(fobj, repr(url)) as h5file:
+    with (
+        RangeFile(remote, fingerprint.size, prefetch_tail=lazy) as fobj,
+        open_h5(fobj, repr(url)) as h5file,
+    ):
+        if lazy:  # object headers come from the block cache h5py has just filled
+            options["lazy"] = LazyPlan(
+                remote, lambda s, n: bytes(fobj.read_at(s, n)), file_size=fingerprint.size
+            )
         index = index_hdf5(h5file, url, file_size=fingerprint.size, **options)
+        if lazy:
+            preload_top(index, fobj.cached_at)
     index.info.update(
         fingerprint=fingerprint.to_dict(),
         identity=remote.identity(),
@@ -94,6 +112,17 @@ def build_index(
         "indexed %s: %d requests, %.2f s", url, index.info["requests"], index.info["seconds"]
     )
     return index
+
+
+def _reader(source: ByteSource) -> Any:
+    """``read(start, length) -> bytes`` over ``source``, clipped at the end of the file."""
+    size = source.size()
+
+    def read(start: int, length: int) -> bytes:
+        length = max(0, min(length, size - start))
+        return bytes(source.fetch([start], [length])[0]) if length else b""
+
+    return read
 
 
 def _looks_like_references(url: str) -> bool:
@@ -215,6 +244,7 @@ def open_source(
     index: str | os.PathLike[str] | ReferenceIndex | None = None,
     index_cache: bool | str | os.PathLike[str] = True,
     allowed_sources: tuple[str, ...] | list[str] = (),
+    lazy_index: bool = True,
     **index_options: Any,
 ) -> tuple[ReferenceIndex, ByteSource]:
     """The reference index of an NWB file and a byte source for its data.
@@ -235,6 +265,10 @@ def open_source(
         :mod:`xnwb.cache` for what makes an entry valid.
     allowed_sources
         URL prefixes references may point to besides the opened source.
+    lazy_index
+        Read the chunk index of big chunked datasets on demand, window by window,
+        and complete it in the background after the first read (then cache it);
+        ``False`` lists every chunk before returning.
     **index_options
         ``max_chunk_bytes``, ``inline_bytes`` for a new index.
     """
@@ -282,11 +316,13 @@ def open_source(
         # local file is left to build_index, which names it).
         missing = byte_source.is_local and not os.path.exists(local_path(url))
         pinned = None if missing else byte_source.pin()
-        refs = build_index(url, storage_options, byte_source=byte_source, **index_options)
+        refs = build_index(
+            url, storage_options, byte_source=byte_source, lazy=lazy_index, **index_options
+        )
         byte_source.check_unchanged()
         refs.info["identity"] = pinned
-        if identity is not None and _worth_caching(refs, byte_source.is_local):
-            store_cached(folder, key, identity, refs)
+        if identity is not None:
+            _store_when_complete(refs, folder, key, identity, byte_source.is_local)
     else:
         refs.info["identity"] = byte_source.pin(_recorded_identity(refs))
     refs.source = url
@@ -315,6 +351,21 @@ def _recorded_identity(refs: ReferenceIndex) -> dict[str, Any] | None:
     if isinstance(fingerprint, dict) and "size" in fingerprint:
         return {"kind": "remote", "size": fingerprint["size"], "tag": fingerprint.get("tag")}
     return None
+
+
+def _store_when_complete(
+    refs: ReferenceIndex, folder: Any, key: str, identity: dict[str, Any], local: bool
+) -> None:
+    """Cache the index now, or once its lazy chunk indexes are complete (in the background)."""
+
+    def store(done: ReferenceIndex) -> None:
+        if _worth_caching(done, local):
+            store_cached(folder, key, identity, done)
+
+    if not lazy_arrays(refs):
+        store(refs)
+        return
+    IndexCompletion(refs, on_complete=store)
 
 
 def _single_file(refs: ReferenceIndex) -> None:

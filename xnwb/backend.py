@@ -86,6 +86,7 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         "index_cache",
         "allowed_sources",
         "max_chunk_bytes",
+        "lazy_index",
     )
 
     def open_dataset(  # type: ignore[override]
@@ -100,9 +101,16 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         index_cache: bool | str | os.PathLike[str] = True,
         allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        lazy_index: bool = True,
     ) -> xr.Dataset:
         refs, source = _open(
-            filename_or_obj, storage_options, index, index_cache, allowed_sources, max_chunk_bytes
+            filename_or_obj,
+            storage_options,
+            index,
+            index_cache,
+            allowed_sources,
+            max_chunk_bytes,
+            lazy_index,
         )
         path = pick_series(refs, group)
         ds = series_dataset(refs, source, path, mask_and_scale=mask_and_scale)
@@ -120,9 +128,16 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         index_cache: bool | str | os.PathLike[str] = True,
         allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        lazy_index: bool = True,
     ) -> xr.DataTree:
         refs, source = _open(
-            filename_or_obj, storage_options, index, index_cache, allowed_sources, max_chunk_bytes
+            filename_or_obj,
+            storage_options,
+            index,
+            index_cache,
+            allowed_sources,
+            max_chunk_bytes,
+            lazy_index,
         )
         root = xr.Dataset(attrs=file_attrs(refs, source))
         nodes: dict[str, xr.Dataset] = {"/": root}
@@ -178,6 +193,7 @@ def _open(
     index_cache: bool | str | os.PathLike[str],
     allowed_sources: Iterable[str],
     max_chunk_bytes: int,
+    lazy_index: bool = True,
 ) -> tuple[Any, Any]:
     # Importing xnwb registers the accessors; engine users may never import it.
     import xnwb  # noqa: F401
@@ -189,4 +205,5 @@ def _open(
         index_cache=index_cache,
         allowed_sources=tuple(allowed_sources),
         max_chunk_bytes=max_chunk_bytes,
+        lazy_index=lazy_index,
     )

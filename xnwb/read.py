@@ -112,6 +112,8 @@ def read_selection(
     # (row-major, as itertools.product would list them): the chunk -> bytes mapping is
     # worked out with numpy, so a million-chunk read costs no per-chunk Python here.
     pieces = [p for p, _ in per_dim]
+    # A lazy chunk index reads the B-tree nodes covering this box first.
+    ref.ensure_chunks([(p[0][0], p[-1][0] + 1) for p in pieces])
     counts = tuple(len(p) for p in pieces)
     axis_chunks = [np.fromiter((c for c, _, _ in p), np.int64, len(p)) for p in pieces]
     grid = np.ix_(*axis_chunks)
@@ -177,6 +179,7 @@ def read_selection(
             pass
     else:
         place(jobs)
+    ref.chunks_read()
     return out.squeeze(axis=drop) if drop else out
 
 

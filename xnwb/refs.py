@@ -60,6 +60,8 @@ class ArrayRef:
     problem: str | None = None
     layout: str = "chunked"
     stored_chunks: tuple[int, ...] | None = None
+    #: A :class:`xnwb.lazyindex.LazyChunks` while the chunk offsets are read on demand.
+    lazy: Any = None
 
     @classmethod
     def empty(
@@ -95,9 +97,27 @@ class ArrayRef:
         """Uncompressed size of the array in bytes."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
+    # -- hook for a chunk index read on demand (xnwb.lazyindex) -----------------
+    def ensure_chunks(self, box: Any = None) -> None:
+        """Make the offsets of the chunks in ``box`` known (``None``: every chunk).
+
+        ``box`` is one ``(first, stop)`` pair of chunk numbers per axis. A no-op
+        unless the index is lazy (:class:`xnwb.lazyindex.LazyChunks`).
+        """
+        lazy = self.lazy
+        if lazy is not None and not lazy.complete:
+            lazy.resolve(self, box)
+
+    def chunks_read(self) -> None:
+        """Tell a lazy index that a read finished (it may complete itself in the background)."""
+        lazy = self.lazy
+        if lazy is not None and not lazy.complete:
+            lazy.after_read()
+
     @property
     def stored_bytes(self) -> int:
         """Bytes the chunks occupy in the file (plus inlined bytes)."""
+        self.ensure_chunks(None)
         stored = int(self.lengths[self.offsets >= 0].sum()) if self.offsets.size else 0
         return stored + sum(len(b) for b in self.inline.values())
 
@@ -151,6 +171,7 @@ class ArrayRef:
 
     def stored_indices(self) -> Iterator[tuple[int, ...]]:
         """Grid indices of the chunks stored in the file (not inline)."""
+        self.ensure_chunks(None)
         for flat in np.flatnonzero(self.offsets.reshape(-1) >= 0):
             yield tuple(int(i) for i in np.unravel_index(flat, self.offsets.shape))
 

@@ -14,6 +14,7 @@ tools.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 
@@ -95,6 +96,8 @@ class ReferenceStore(Store):
             i >= g for i, g in zip(index, arr.grid, strict=True)
         ):
             return None
+        if arr.lazy is not None:  # a lazy chunk index may fetch B-tree nodes: off the loop
+            await asyncio.to_thread(arr.ensure_chunks, [(i, i + 1) for i in index])
         if index in arr.inline:
             return arr.inline[index]
         offset = int(arr.offsets[index])
@@ -138,6 +141,7 @@ class ReferenceStore(Store):
             i >= g for i, g in zip(index, arr.grid, strict=True)
         ):
             return None
+        arr.ensure_chunks([(i, i + 1) for i in index])
         if index in arr.inline or arr.offsets[index] < 0:
             return None
         return int(arr.offsets[index]), int(arr.lengths[index])

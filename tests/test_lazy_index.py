@@ -1,0 +1,264 @@
+"""The lazy chunk index equals the eager one chunk for chunk: locally, over HTTP, on a cluster."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import xnwb.lazyindex
+from tests.conftest import counts, real_nwb_files
+from xnwb.api import build_index, open_source
+from xnwb.lazyindex import complete_index, lazy_arrays
+
+DATA = "acquisition/ElectricalSeries/data"
+
+
+@pytest.fixture
+def every_dataset_lazy(monkeypatch):
+    """Small test files too: every chunked dataset gets the lazy index."""
+    monkeypatch.setattr(xnwb.lazyindex, "LAZY_MIN_CHUNKS", 1)
+
+
+def assert_lazy_equals_eager(path, boxes: int = 25, **options):
+    """Random chunk boxes, then the completed index, against ``chunk_iter``'s index."""
+    eager = build_index(path, **options)
+    lazy = build_index(path, lazy=True, **options)
+    rng = np.random.default_rng(0)
+    pending = lazy_arrays(lazy)
+    for name, arr in pending.items():
+        ref = eager.arrays[name]
+        assert arr.chunks == ref.chunks and arr.offsets.shape == ref.offsets.shape, name
+        for _ in range(boxes):
+            box = []
+            for g in arr.offsets.shape:
+                lo = int(rng.integers(0, g))
+                box.append((lo, int(rng.integers(lo + 1, min(g, lo + 6) + 1))))
+            arr.ensure_chunks(box)
+            window = tuple(slice(lo, hi) for lo, hi in box)
+            np.testing.assert_array_equal(arr.offsets[window], ref.offsets[window], err_msg=name)
+            np.testing.assert_array_equal(arr.lengths[window], ref.lengths[window], err_msg=name)
+            for key in ref.inline:
+                if all(lo <= k < hi for k, (lo, hi) in zip(key, box, strict=True)):
+                    assert arr.inline[key] == ref.inline[key], (name, key)
+    complete_index(lazy)
+    assert not lazy_arrays(lazy)
+    assert lazy.arrays.keys() == eager.arrays.keys()
+    for name, ref in eager.arrays.items():
+        arr = lazy.arrays[name]
+        assert arr.chunks == ref.chunks and arr.shape == ref.shape, name
+        np.testing.assert_array_equal(arr.offsets, ref.offsets, err_msg=name)
+        np.testing.assert_array_equal(arr.lengths, ref.lengths, err_msg=name)
+        assert arr.inline == ref.inline, name
+        assert np.asarray(arr.fill_value == ref.fill_value).all(), name
+    return pending, lazy
+
+
+def _h5(tmp_path: Path, build) -> str:
+    path = tmp_path / "layouts.h5"
+    with h5py.File(path, "w") as f:
+        build(f)
+    return str(path)
+
+
+def test_filters_ragged_edges_and_unwritten_chunks(tmp_path, every_dataset_lazy):
+    rng = np.random.default_rng(2)
+
+    def build(f):
+        f.create_dataset("gzip", data=rng.integers(0, 50, (1003, 17), dtype="<i2"),
+                         chunks=(64, 5), compression="gzip", shuffle=True)
+        f.create_dataset("f32", data=rng.normal(size=(7770,)).astype("<f4"), chunks=(10,),
+                         fletcher32=True)
+        part = f.create_dataset("partial", shape=(500, 12), chunks=(16, 4), dtype="<i4",
+                                fillvalue=-7, compression="gzip")
+        part[100:200, 4:8] = 3  # most chunks never written: fill value
+        part[480:, :] = 1
+        f.create_dataset("cube", data=rng.integers(0, 9, (60, 40, 10), dtype="u1"),
+                         chunks=(4, 3, 7))
+
+    path = _h5(tmp_path, build)
+    pending, lazy = assert_lazy_equals_eager(path)
+    assert set(pending) == {"gzip", "f32", "partial", "cube"}
+    assert lazy.arrays["partial"].fill_value == -7
+    assert (lazy.arrays["partial"].offsets == -1).sum() > 50
+
+
+def test_filter_mask_chunks_are_inlined_like_the_eager_index(tmp_path, every_dataset_lazy):
+    import zlib
+
+    data = np.arange(128 * 80, dtype="<i4").reshape(128, 80)
+
+    def build(f):
+        ds = f.create_dataset("masked", shape=data.shape, chunks=(8, 10), dtype="<i4",
+                              compression="gzip")
+        for i in range(0, 128, 8):
+            for j in range(0, 80, 10):
+                block = np.ascontiguousarray(data[i : i + 8, j : j + 10])
+                if (i // 8 + j // 10) % 3 == 0:  # gzip skipped for this chunk
+                    ds.id.write_direct_chunk((i, j), block.tobytes(), filter_mask=1)
+                else:
+                    ds.id.write_direct_chunk((i, j), zlib.compress(block.tobytes()))
+
+    path = _h5(tmp_path, build)
+    _, lazy = assert_lazy_equals_eager(path)
+    skipped = sum((a + b) % 3 == 0 for a in range(16) for b in range(8))
+    assert len(lazy.arrays["masked"].inline) == skipped == 43
+    from xnwb.read import read_selection
+    from xnwb.source import ByteSource
+
+    fresh = build_index(path, lazy=True)
+    got = read_selection(fresh.arrays["masked"], ByteSource(path), (slice(5, 120), slice(3, 78)))
+    np.testing.assert_array_equal(got, data[5:120, 3:78])
+
+
+def test_big_unfiltered_chunks_are_split_the_same_way(tmp_path, every_dataset_lazy):
+    def build(f):
+        f.create_dataset("big", data=counts(12_000, 40), chunks=(4000, 40))
+
+    path = _h5(tmp_path, build)
+    _pending, lazy = assert_lazy_equals_eager(path, max_chunk_bytes=128 * 2**10)
+    assert lazy.arrays["big"].chunks[0] == 1000  # cut into sub-chunks, lazily as eagerly
+
+
+def test_deep_tree(tmp_path, every_dataset_lazy):
+    def build(f):
+        f.create_dataset("x", data=np.arange(120_000, dtype="<i2").reshape(-1, 2), chunks=(5, 1))
+
+    pending, _ = assert_lazy_equals_eager(_h5(tmp_path, build), boxes=60)
+    lazy = pending["x"].lazy
+    assert lazy.tree.address > 0 and lazy.complete
+
+
+def test_other_chunk_indexes_fall_back_with_a_note(tmp_path, every_dataset_lazy):
+    path = tmp_path / "latest.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset("ext", data=np.arange(10_000), chunks=(10,), maxshape=(None,))
+        f.create_dataset("fixed", data=np.arange(10_000), chunks=(10,))
+    pending, lazy = assert_lazy_equals_eager(str(path))
+    assert not pending
+    notes = lazy.info["lazy_index_notes"]
+    assert set(notes) == {"ext", "fixed"} and "version 4" in notes["ext"]
+
+
+def test_pynwb_files_and_reads(nwb_writer, every_dataset_lazy):
+    data = counts(30_000, 8)
+    path = nwb_writer(
+        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(8),
+              chunks=(300, 2), compression="gzip", shuffle=True),
+         dict(name="LFP", data=data[::4, :3].copy(), rate=250.0, module="ecephys",
+              region=range(3), chunks=(64, 3))]
+    )
+    pending, _ = assert_lazy_equals_eager(path)
+    assert DATA in pending
+    refs, _ = open_source(path)  # local opens are lazy too
+    assert refs.arrays[DATA].lazy is not None
+    ds = xr.open_dataset(path, engine="nwbzarr", mask_and_scale=False)
+    window = ds.data.isel(time=slice(1234, 5678), channel=[1, 6]).values
+    np.testing.assert_array_equal(window, data[1234:5678][:, [1, 6]])
+
+
+@pytest.mark.parametrize("path", real_nwb_files(), ids=lambda p: p.name)
+def test_real_files(path, every_dataset_lazy):
+    assert_lazy_equals_eager(str(path), boxes=10)
+
+
+# -- over HTTP ------------------------------------------------------------------
+@pytest.fixture
+def many_chunks(nwb_writer):
+    """20,000 chunks: a three-level B-tree, as in a long recording with small chunks."""
+    return nwb_writer(
+        [dict(name="ElectricalSeries", data=counts(200_000, 8), rate=1000.0, region=range(8),
+              chunks=(100, 1), compression="gzip")]
+    )
+
+
+def test_cold_open_window_then_background_completion_and_cached_reopen(
+    http_remote, many_chunks, tmp_path
+):
+    server = http_remote.server
+    url = http_remote.upload("rec.nwb", many_chunks)
+    cache = tmp_path / "cache"
+    eager = build_index(many_chunks)
+    server.reset()
+    refs, source = open_source(url, index_cache=cache)
+    opened = server.count()
+    arr = refs.arrays[DATA]
+    assert arr.lazy is not None and not arr.lazy.complete
+    assert opened <= 5  # not one request per batch of leaves
+    assert not any(cache.glob("*.npz"))  # nothing cached until the index is complete
+
+    from xnwb.read import read_selection
+
+    server.reset()
+    window = read_selection(arr, source, (slice(100_000, 101_000), slice(0, 4)), DATA)
+    assert server.count() <= 4
+    np.testing.assert_array_equal(window, counts(200_000, 8)[100_000:101_000, :4])
+
+    completion = arr.lazy.completion
+    assert completion is not None and completion.wait(120) and completion.error is None
+    assert arr.lazy.complete
+    np.testing.assert_array_equal(arr.offsets, eager.arrays[DATA].offsets)
+    server.reset()
+    read_selection(arr, source, (slice(150_000, 151_000), slice(0, 4)), DATA)
+    assert server.count() == 1  # the index is complete: only data
+
+    for _ in range(100):  # the cache entry is written right after completion
+        if any(cache.glob("*.npz")):
+            break
+        time.sleep(0.05)
+    server.reset()
+    again, _ = open_source(url, index_cache=cache)
+    assert again.info["open"]["index_cached"] and server.count() == 1
+    assert again.arrays[DATA].lazy is None
+    np.testing.assert_array_equal(again.arrays[DATA].offsets, eager.arrays[DATA].offsets)
+
+
+def test_lazy_index_can_be_switched_off(http_remote, many_chunks, tmp_path):
+    url = http_remote.upload("rec.nwb", many_chunks)
+    refs, _ = open_source(url, index_cache=False, lazy_index=False)
+    assert refs.arrays[DATA].lazy is None
+    np.testing.assert_array_equal(
+        refs.arrays[DATA].offsets, build_index(many_chunks).arrays[DATA].offsets
+    )
+
+
+def test_cluster_workers_resolve_regions_themselves(http_remote, many_chunks, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    url = http_remote.upload("rec.nwb", many_chunks)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    try:
+        with distributed.Client(cluster):
+            ds = xr.open_dataset(url, engine="nwbzarr", chunks={},
+                                 index_cache=False, mask_and_scale=False)
+            graph = dict(ds.data.data.__dask_graph__())
+            import pickle
+
+            sizes = {key: len(pickle.dumps(task)) for key, task in graph.items()}
+            big = max(sizes, key=sizes.get)
+            others = [size for key, size in sizes.items() if key != big]
+            assert max(others) < 1000 < sizes[big]  # the lazy index is one shared key
+            total = ds.data.sum("time").compute().values
+    finally:
+        cluster.close()
+    np.testing.assert_array_equal(total, counts(200_000, 8).sum(axis=0, dtype=np.int64))
+
+
+def test_pickled_lazy_index_resolves_its_regions_again(many_chunks, every_dataset_lazy):
+    """A worker's copy claims nothing known: the offsets beside it may be an older snapshot."""
+    import pickle
+
+    eager = build_index(many_chunks).arrays[DATA]
+    arr = build_index(many_chunks, lazy=True).arrays[DATA]
+    arr.ensure_chunks([(10, 20), (0, 8)])
+    copy = pickle.loads(pickle.dumps(arr))
+    assert not copy.lazy.complete and copy.lazy._known is None
+    assert copy.lazy._inner  # the internal nodes travel: a region costs a leaf read or so
+    copy.ensure_chunks([(1500, 1600), (2, 5)])
+    window = (slice(1500, 1600), slice(2, 5))
+    np.testing.assert_array_equal(copy.offsets[window], eager.offsets[window])
