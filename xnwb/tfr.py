@@ -355,14 +355,17 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
     x = np.moveaxis(x, spec.axis, -1)
     n = x.shape[-1]
     workers = workers or os.cpu_count() or 1
-    # Blocks long against the halo (little overlap), their spectra within ~64 MiB, and at
-    # least one block per worker; each block writes straight into the result.
+    # Blocks long against the halo (little overlap), their spectra within a few MiB (the
+    # multiply, inverse FFT and copy-out then run from cache), at least one block per worker,
+    # and as many samples as their FFT length holds; each block writes straight into the result.
     rows = math.prod(x.shape[:-1]) or 1
-    block = max(8 * h, min(max(2**22 // rows, 2**12), -(-n // workers)))
+    block = max(8 * h, min(max(_BLOCK_SAMPLES // rows, 2**12), -(-n // workers)))
     block = max(q, -(-block // q) * q)
+    nfft = fft_length(min(block, n) + 2 * h, q)
+    if block < n:
+        block = max(block, (nfft - 2 * h) // q * q)
     xp = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(h, h)])
     out = np.empty((*x.shape[:-1], len(spec.bank), -(-n // q)), dtype=spec.dtype)
-    nfft = fft_length(min(block, n) + 2 * h, q)
 
     def run(start: int) -> None:
         stop = min(start + block, n)
@@ -398,7 +401,7 @@ def plan_transform(
     >>> bank = morlet_kernels(30_000.0, np.geomspace(10, 100, 20))
     >>> p = plan_transform((124, 36_000_000), 1, bank, decim=30)
     >>> p.rows, p.time, p.halo
-    (4, 133710, 16711)
+    (4, 173910, 16711)
     """
     ndim = len(shape)
     axis = axis % ndim
@@ -557,18 +560,24 @@ def _block(
     else:
         folded = spec.bank.spectra(nfft, q, cdtype)  # (m, q, F), divided by q
         m = nfft // q
-        # The folding is one batched product per frequency bin j: (k, q) @ (q, F), into a
-        # (k, F, m) layout so the inverse FFTs run along contiguous rows.
-        prod = np.matmul(spectrum.reshape(k, q, m).transpose(2, 0, 1), folded)  # (m, k, F)
+        # The folding is one small product per folded bin j: (k, q) @ (q, F). Its operands
+        # contiguous (one transposing copy of the spectrum) and its result written straight
+        # into a (k, F, m) layout, so the inverse FFTs run along contiguous rows and the
+        # result is copied out row by row (2x faster than folding in place).
+        bins = np.ascontiguousarray(spectrum.reshape(k, q, m).transpose(2, 0, 1))  # (m, k, q)
         del spectrum
-        coefs = _fft.ifft(prod, axis=0, out=prod)[:n_out]
-        convert(coefs.transpose(1, 2, 0), res)
+        prod = np.empty((k, n_freqs, m), dtype=cdtype)
+        np.matmul(bins, folded, out=prod.transpose(2, 0, 1))
+        del bins
+        coefs = _fft.ifft(prod, out=prod)
+        convert(coefs[..., :n_out], res)
     if out is not None and not np.may_share_memory(res, out):
         out[...] = res.reshape(out.shape)
     return res.reshape(*rest, n_freqs, n_out) if out is None else out
 
 
 _CACHE_BYTES = 2 * 2**20  # working set of the inner loop: a few FFT rows
+_BLOCK_SAMPLES = 2**20  # samples (rows x time) of one numpy-path block
 
 
 def _rows_view(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
