@@ -118,6 +118,7 @@ def block_peak_bytes(
     out_itemsize: int = 16,
     in_itemsize: int = 8,
     complex_in: bool = False,
+    work_itemsize: int = 16,
 ) -> int:
     """Estimated peak memory of transforming one block of ``rows × time`` samples.
 
@@ -125,6 +126,7 @@ def block_peak_bytes(
     (twice: dask's overlap assembles it from its neighbours' pieces), the zero-padded FFT
     buffer and its spectrum, the inverse-FFT work arrays (``decim > 1``: the folded products),
     the result, and the kernel spectra for this FFT length (cached once per process).
+    ``work_itemsize`` is the engine's complex type: 16 bytes, or 8 with ``dtype="complex64"``.
 
     Examples
     --------
@@ -135,15 +137,16 @@ def block_peak_bytes(
     ext = time + 2 * halo
     nfft = fft_length(ext, q)
     n_out = -(-time // q)
-    buf_item = 16 if complex_in else 8
+    c = int(work_itemsize)
+    buf_item = c if complex_in else c // 2
     total = 2 * rows * ext * in_itemsize  # the extended block and the pieces it came from
-    total += rows * nfft * (buf_item + 16)  # padded buffer and its spectrum
+    total += rows * nfft * (buf_item + c)  # padded buffer and its spectrum
     if q == 1:
-        total += 2 * max(1, min(rows, (2 * 2**20) // (16 * nfft))) * nfft * 16  # row batches
+        total += 2 * max(1, min(rows, (2 * 2**20) // (c * nfft))) * nfft * c  # row batches
     else:
-        total += 2 * (nfft // q) * rows * n_freqs * 16  # folded products and their inverse
+        total += 2 * (nfft // q) * rows * n_freqs * c  # folded products and their inverse
     total += rows * n_freqs * n_out * out_itemsize  # the result
-    total += n_freqs * nfft * 16  # kernel spectra (shared by the tasks of one process)
+    total += n_freqs * nfft * c  # kernel spectra (shared by the tasks of one process)
     return int(total)
 
 
@@ -157,6 +160,7 @@ def plan_blocks(
     out_itemsize: int = 16,
     in_itemsize: int = 8,
     complex_in: bool = False,
+    work_itemsize: int = 16,
     target_bytes: int | None = None,
     rows: int | None = None,
     time: int | None = None,
@@ -178,6 +182,8 @@ def plan_blocks(
         Bytes per output and input sample (16 for complex output, 8 for real).
     complex_in : bool
         Complex input signals.
+    work_itemsize : int
+        Bytes of the engine's complex type (16; 8 with ``dtype="complex64"``).
     target_bytes : int, optional
         Memory bound of one task; default dask's ``array.chunk-size`` (128 MiB unless set).
     rows, time : int, optional
@@ -219,6 +225,7 @@ def plan_blocks(
             out_itemsize=out_itemsize,
             in_itemsize=in_itemsize,
             complex_in=complex_in,
+            work_itemsize=work_itemsize,
         )
 
     t = round_time(time if time is not None else max(HALOS_PER_BLOCK * h, MIN_BLOCK))
