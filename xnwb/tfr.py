@@ -367,7 +367,6 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
     nfft = fft_length(min(block, n) + 2 * h, q)
     if block < n:
         block = max(block, (nfft - 2 * h) // q * q)
-    xp = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(h, h)])
     out = np.empty((*x.shape[:-1], len(spec.bank), -(-n // q)), dtype=spec.dtype)
 
     pools: dict[int, _Scratch] = {}  # one per worker thread, for this call only
@@ -377,7 +376,7 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
         dst = out[..., -(-start // q) : -(-stop // q)]
         pool = pools.setdefault(threading.get_ident(), _Scratch())
         with pool.active():
-            _block(xp[..., start : stop + 2 * h], spec, start, stop - start, nfft, out=dst)
+            _block(_extended(x, start - h, stop + h), spec, start, stop - start, nfft, out=dst)
 
     starts = range(0, n, block)
     workers = min(len(starts), workers)
@@ -388,6 +387,21 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
         for start in starts:
             run(start)
     return out
+
+
+def _extended(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Samples ``lo:hi`` along the last axis, zeros outside the record (MNE's padding).
+
+    A view inside the record; only a block at an edge is copied (no padded copy of the whole
+    input: fresh memory is expensive, see :class:`_Scratch`).
+    """
+    n = x.shape[-1]
+    if lo >= 0 and hi <= n:
+        return x[..., lo:hi]
+    xe = np.zeros((*x.shape[:-1], hi - lo), dtype=x.dtype)
+    a, b = max(lo, 0), min(hi, n)
+    xe[..., a - lo : b - lo] = x[..., a:b]
+    return xe
 
 
 def plan_transform(
