@@ -84,7 +84,7 @@ def test_explicit_rows_and_time_are_kept_and_rounded_to_decim():
 
 @pytest.mark.parametrize("decim", [1, 10, 30])
 def test_blocks_are_long_against_the_halo_and_fill_their_fft(decim):
-    """32 halos when memory allows (the overlap is ~6 % of the work), filled to the FFT length."""
+    """16 halos when memory allows (the overlap ~12 % of the work), filled to the FFT length."""
     halo = morlet_kernels(1000.0, SEED_FREQS).halo
     plan = plan_blocks(3_600_000, 64, 20, halo, decim=decim)
     assert plan.time >= HALOS_PER_BLOCK * halo

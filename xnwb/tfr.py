@@ -422,7 +422,7 @@ def plan_transform(
     >>> bank = morlet_kernels(30_000.0, np.geomspace(10, 100, 20))
     >>> p = plan_transform((124, 36_000_000), 1, bank, decim=30)
     >>> p.rows, p.time, p.halo
-    (4, 173910, 16711)
+    (4, 150870, 16711)
     """
     ndim = len(shape)
     axis = axis % ndim
