@@ -135,10 +135,16 @@ def seam_errors(
     }
 
 
+CPU_SECONDS: list[float] = []  # process CPU time (all threads) of each timed() call
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t = time.perf_counter()
+    """Wall seconds of ``fn()`` and its result; its CPU seconds go to ``CPU_SECONDS``."""
+    c, t = time.process_time(), time.perf_counter()
     out = fn()
-    return time.perf_counter() - t, out
+    wall = time.perf_counter() - t
+    CPU_SECONDS.append(time.process_time() - c)
+    return wall, out
 
 
 def best_and_median(samples: list[float]) -> str:
@@ -168,10 +174,12 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
         f"| decim | MNE, s | {header} | max \\|diff\\| / max \\|MNE\\| (complex128 / complex64) |"
     )
     print("|---|---:|" + "---|" * len(configs) + "---|")
+    cpu_rows: list[str] = []
     for decim in (1, 10):
         t_mne: list[float] = []
         times: dict[tuple[str, str, str], list[float]] = {}
         diff = {d: 0.0 for d in DTYPES}
+        cpu: dict[Any, list[float]] = {}
         for backend, dtype in configs:  # warm-up: plans, kernel spectra, thread pools
             with fft.use_fft_backend(backend):
                 tfr.morlet(x[:, : x.shape[1] // 4], rate, FREQS, 7.0, decim=decim, dtype=dtype)
@@ -182,6 +190,7 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
                 )[0]
             )
             t_mne.append(dt)
+            cpu.setdefault("MNE", []).append(CPU_SECONDS[-1])
             scale = float(np.abs(ref).max())
             for backend, dtype in configs:
                 with fft.use_fft_backend(backend):
@@ -191,11 +200,13 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
                         )
                     )
                     times.setdefault((backend, dtype, "numpy"), []).append(dt)
+                    cpu.setdefault((backend, dtype, "numpy"), []).append(CPU_SECONDS[-1])
                     diff[dtype] = max(diff[dtype], float(np.abs(ours - ref).max()) / scale)
                     del ours
                     y = tfr.morlet(xd, rate, FREQS, 7.0, decim=decim, axis=0, dtype=dtype)
                     dt, ours = timed(y.compute)
                     times.setdefault((backend, dtype, "dask"), []).append(dt)
+                    cpu.setdefault((backend, dtype, "dask"), []).append(CPU_SECONDS[-1])
                     diff[dtype] = max(diff[dtype], float(np.abs(ours - ref).max()) / scale)
                     del ours
             del ref
@@ -214,6 +225,20 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
             + f" | {diff['complex128']:.1e} / {diff['complex64']:.1e} |",
             flush=True,
         )
+        mne_cpu = statistics.median(cpu["MNE"])
+        cpu_cells = [
+            f"{mne_cpu / statistics.median(cpu[(b, d, 'numpy')]):.1f}× / "
+            f"{mne_cpu / statistics.median(cpu[(b, d, 'dask')]):.1f}×"
+            for b, d in configs
+        ]
+        cpu_rows.append(f"| {decim} | {mne_cpu:.2f} | " + " | ".join(cpu_cells) + " |")
+    print(
+        "\nCPU seconds (all threads; what a loaded machine or a cluster pays): MNE's, and its "
+        "ratio to xnwb's numpy / dask:\n"
+    )
+    print(f"| decim | MNE CPU, s | {header} |")
+    print("|---|---:|" + "---|" * len(configs))
+    print("\n".join(cpu_rows))
 
 
 def fft_floor(n_channels: int, n_times: int, rate: float, repeat: int) -> None:
