@@ -2,18 +2,21 @@
 
 Run ``python benchmarks/bench_tfr.py`` (``--help`` for sizes). It prints a markdown table:
 
-1. ``xnwb.tfr.morlet`` on a dask array (threads) vs ``mne.time_frequency.tfr_array_morlet``
-   on the same numpy data: 64 channels × 60 s × 1 kHz float64, 20 log-spaced frequencies
-   10–100 Hz, 7 cycles; full rate and ``decim=10``; best and median of ``--repeat`` runs,
-   interleaved, plus the largest difference to MNE.
-2. The z-score statistics pass (per channel and frequency mean and std of the power over the
+1. ``xnwb.tfr.morlet`` on numpy and on a dask array (threads) vs
+   ``mne.time_frequency.tfr_array_morlet`` on the same numpy data: 64 channels × 60 s × 1 kHz
+   float64, 20 log-spaced frequencies 10–100 Hz, 7 cycles; full rate and ``decim=10``; each
+   FFT library available (ducc0, scipy) and each precision (complex128, complex64); medians
+   of ``--repeat`` interleaved rounds, as ratios to MNE, plus the largest difference to MNE.
+2. The floor: the inverse FFTs (and, with ``decim=10``, the folding product) and the result
+   write that any transform of these data needs, per FFT library and precision.
+3. The z-score statistics pass (per channel and frequency mean and std of the power over the
    whole record): xnwb's one pass of mergeable moments vs the seed-style pipeline
    (``map_blocks(tfr_array_morlet)`` then ``da.mean``/``da.std``), with the seed's error at the
    chunk seams. :func:`seed_power`, :func:`seed_stats`, :func:`xnwb_stats` and
    :func:`seam_errors` take any dask array (time along ``axis``), so they run unchanged on
    an NWB recording opened with ``engine="nwbzarr"`` (``ds["data"].data``).
 
-The machine is shared and noisy: read the best-of-N column; never assert timings in tests.
+The machine is shared and noisy: compare ratios within one run; never assert timings in tests.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ import dask.array as da
 import numpy as np
 from mne.time_frequency import tfr_array_morlet
 
-from xnwb import stats, tfr
+from xnwb import fft, stats, tfr
 
+DTYPES = ("complex128", "complex64")
 FREQS = np.logspace(np.log10(10.0), np.log10(100.0), 20)
 
 
@@ -81,6 +85,33 @@ def xnwb_stats(x: da.Array, sfreq: float, freqs=FREQS, n_cycles=7.0, *, decim=1,
     return m.mean, m.std
 
 
+def pass_shares(
+    x: da.Array, sfreq: float, freqs=FREQS, n_cycles=7.0, *, decim=1, axis=0
+) -> dict[str, float]:
+    """Where xnwb's statistics pass spends its time: reading, transforming, reducing.
+
+    Three passes over the same graph pieces: the read alone (each input chunk summed), the
+    read and the transform (each power block reduced to one number), and the whole pass
+    (mergeable moments). Their differences are the shares; seconds, one run each.
+    """
+    t_read, _ = timed(lambda: x.sum().compute())
+    p = tfr.morlet(x, sfreq, freqs, n_cycles, output="power", decim=decim, axis=axis)
+    t_transform, _ = timed(
+        lambda: p.map_blocks(lambda b: np.zeros((1,) * b.ndim), dtype=float).sum().compute()
+    )
+    t_pass, _ = timed(lambda: xnwb_stats(x, sfreq, freqs, n_cycles, decim=decim, axis=axis))
+    return {
+        "pass": t_pass,
+        "read": t_read / t_pass,
+        "transform": max(0.0, t_transform - t_read) / t_pass,
+        "reduce": max(0.0, t_pass - t_transform) / t_pass,
+    }
+
+
+def shares_text(shares: dict[str, float]) -> str:
+    return f"{shares['read']:.0%} / {shares['transform']:.0%} / {shares['reduce']:.0%}"
+
+
 def seam_errors(
     x: da.Array, sfreq: float, freqs=FREQS, n_cycles=7.0, *, decim=1, axis=0
 ) -> dict[str, float]:
@@ -104,10 +135,16 @@ def seam_errors(
     }
 
 
+CPU_SECONDS: list[float] = []  # process CPU time (all threads) of each timed() call
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t = time.perf_counter()
+    """Wall seconds of ``fn()`` and its result; its CPU seconds go to ``CPU_SECONDS``."""
+    c, t = time.process_time(), time.perf_counter()
     out = fn()
-    return time.perf_counter() - t, out
+    wall = time.perf_counter() - t
+    CPU_SECONDS.append(time.process_time() - c)
+    return wall, out
 
 
 def best_and_median(samples: list[float]) -> str:
@@ -126,15 +163,26 @@ def make_data(n_channels: int, seconds: float, rate: float, seed: int = 0) -> np
 
 
 def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> None:
-    """Table 1: xnwb.tfr.morlet vs tfr_array_morlet, complex output, same data."""
+    """Table 1: MNE vs xnwb (numpy and dask) at decim 1 and 10, each FFT library, each dtype.
+
+    Every configuration runs once per round, rounds interleaved, so each ratio to MNE compares
+    figures taken under the same load. Complex output, the same data for everyone.
+    """
+    configs = [(backend, dtype) for backend in fft.available_backends() for dtype in DTYPES]
+    header = " | ".join(f"{b} {d}: numpy / dask" for b, d in configs)
     print(
-        "| decim | MNE tfr_array_morlet | xnwb numpy in/out | xnwb dask `.compute()` "
-        "| xnwb numpy, 1 thread | speed-up: numpy / dask / 1 thread | max abs diff / max abs MNE |"
+        f"| decim | MNE, s | {header} | max \\|diff\\| / max \\|MNE\\| (complex128 / complex64) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---:|" + "---|" * len(configs) + "---|")
+    cpu_rows: list[str] = []
     for decim in (1, 10):
-        t_mne, t_np, t_dask, t_one = [], [], [], []
-        diff = 0.0
+        t_mne: list[float] = []
+        times: dict[tuple[str, str, str], list[float]] = {}
+        diff = {d: 0.0 for d in DTYPES}
+        cpu: dict[Any, list[float]] = {}
+        for backend, dtype in configs:  # warm-up: plans, kernel spectra, thread pools
+            with fft.use_fft_backend(backend):
+                tfr.morlet(x[:, : x.shape[1] // 4], rate, FREQS, 7.0, decim=decim, dtype=dtype)
         for _ in range(repeat):
             dt, ref = timed(
                 lambda decim=decim: tfr_array_morlet(
@@ -142,26 +190,110 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
                 )[0]
             )
             t_mne.append(dt)
-            dt, ours = timed(lambda decim=decim: tfr.morlet(x, rate, FREQS, 7.0, decim=decim))
-            t_np.append(dt)
-            diff = max(diff, float(np.abs(ours - ref).max() / np.abs(ref).max()))
-            del ours
-            y = tfr.morlet(xd, rate, FREQS, 7.0, decim=decim, axis=0)
-            dt, ours = timed(y.compute)
-            t_dask.append(dt)
-            diff = max(diff, float(np.abs(ours - ref).max() / np.abs(ref).max()))
-            del ours, ref
-            dt, _ = timed(
-                lambda decim=decim: tfr.morlet(x, rate, FREQS, 7.0, decim=decim, workers=1)
+            cpu.setdefault("MNE", []).append(CPU_SECONDS[-1])
+            scale = float(np.abs(ref).max())
+            for backend, dtype in configs:
+                with fft.use_fft_backend(backend):
+                    dt, ours = timed(
+                        lambda decim=decim, dtype=dtype: tfr.morlet(
+                            x, rate, FREQS, 7.0, decim=decim, dtype=dtype
+                        )
+                    )
+                    times.setdefault((backend, dtype, "numpy"), []).append(dt)
+                    cpu.setdefault((backend, dtype, "numpy"), []).append(CPU_SECONDS[-1])
+                    diff[dtype] = max(diff[dtype], float(np.abs(ours - ref).max()) / scale)
+                    del ours
+                    y = tfr.morlet(xd, rate, FREQS, 7.0, decim=decim, axis=0, dtype=dtype)
+                    dt, ours = timed(y.compute)
+                    times.setdefault((backend, dtype, "dask"), []).append(dt)
+                    cpu.setdefault((backend, dtype, "dask"), []).append(CPU_SECONDS[-1])
+                    diff[dtype] = max(diff[dtype], float(np.abs(ours - ref).max()) / scale)
+                    del ours
+            del ref
+        mne_median = statistics.median(t_mne)
+        cells = []
+        for backend, dtype in configs:
+            med_np = statistics.median(times[(backend, dtype, "numpy")])
+            med_da = statistics.median(times[(backend, dtype, "dask")])
+            cells.append(
+                f"{med_np:.3f} / {med_da:.3f} s: **{mne_median / med_np:.1f}× / "
+                f"{mne_median / med_da:.1f}×** (dask {med_da / med_np:.2f}× numpy)"
             )
-            t_one.append(dt)
-        best = min(t_mne)
         print(
-            f"| {decim} | {best_and_median(t_mne)} | {best_and_median(t_np)} | "
-            f"{best_and_median(t_dask)} | {best_and_median(t_one)} | "
-            f"{best / min(t_np):.1f}× / {best / min(t_dask):.1f}× / {best / min(t_one):.1f}× "
-            f"| {diff:.1e} |"
+            f"| {decim} | {mne_median:.2f} | "
+            + " | ".join(cells)
+            + f" | {diff['complex128']:.1e} / {diff['complex64']:.1e} |",
+            flush=True,
         )
+        mne_cpu = statistics.median(cpu["MNE"])
+        cpu_cells = [
+            f"{mne_cpu / statistics.median(cpu[(b, d, 'numpy')]):.1f}× / "
+            f"{mne_cpu / statistics.median(cpu[(b, d, 'dask')]):.1f}×"
+            for b, d in configs
+        ]
+        cpu_rows.append(f"| {decim} | {mne_cpu:.2f} | " + " | ".join(cpu_cells) + " |")
+    print(
+        "\nCPU seconds (all threads; what a loaded machine or a cluster pays): MNE's, and its "
+        "ratio to xnwb's numpy / dask:\n"
+    )
+    print(f"| decim | MNE CPU, s | {header} |")
+    print("|---|---:|" + "---|" * len(configs))
+    print("\n".join(cpu_rows))
+
+
+def fft_floor(n_channels: int, n_times: int, rate: float, repeat: int) -> None:
+    """Table 2: the FFTs and the result write that any transform of these data needs.
+
+    Full rate: 20 × ``n_channels`` inverse FFTs of one fast length covering the record and
+    the longest wavelet (batches of one channel's 20 rows), plus allocating and writing the
+    result. ``decim=10``: the folded inverse FFTs (``n_channels × 20`` transforms of a tenth
+    of that length, along contiguous rows) and the folding product. Both on all cores.
+    """
+    from xnwb.blocks import fft_length
+
+    threads = os.cpu_count() or 1
+    bank = tfr.morlet_kernels(rate, FREQS, 7.0)
+    names = [f"{b} {d}" for b in fft.available_backends() for d in DTYPES]
+    print("| step | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * (len(fft.available_backends()) * len(DTYPES)))
+    rows: dict[str, list[str]] = {}
+    for backend in fft.available_backends():
+        for dtype in DTYPES:
+            cd = np.dtype(dtype)
+            nfft = fft_length(n_times + 2 * bank.halo)
+            batch = np.ones((len(FREQS), nfft), dtype=cd)
+            m = fft_length(n_times + 2 * bank.halo, 10) // 10
+            folded = np.ones((n_channels, len(FREQS), m), dtype=cd)
+            bins = np.ones((m, n_channels, 10), dtype=cd)
+            kern = np.ones((m, 10, len(FREQS)), dtype=cd)
+
+            def inverse_full(batch=batch) -> None:
+                for _ in range(n_channels):
+                    fft.ifft(batch, out=batch, threads=threads)
+
+            def write_result(cd=cd) -> None:
+                np.empty((n_channels, len(FREQS), n_times), dtype=cd).fill(0)
+
+            with fft.use_fft_backend(backend):
+                steps = {
+                    f"full rate: {len(FREQS)}×{n_channels} inverse FFTs of {nfft}": inverse_full,
+                    "full rate: allocate + write the result": write_result,
+                    f"decim=10: {n_channels}×{len(FREQS)} folded inverse FFTs of {m}": (
+                        lambda folded=folded: fft.ifft(folded, out=folded, threads=threads)
+                    ),
+                    "decim=10: folding product (matmul)": (
+                        lambda bins=bins, kern=kern, folded=folded: np.matmul(
+                            bins, kern, out=folded.transpose(2, 0, 1)
+                        )
+                    ),
+                }
+                for name, step in steps.items():
+                    step()
+                    samples = [timed(step)[0] for _ in range(max(3, repeat))]
+                    rows.setdefault(name, []).append(f"{statistics.median(samples):.3f}")
+            del batch, folded, bins, kern
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def bench_stats(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> None:
@@ -169,9 +301,10 @@ def bench_stats(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> None:
     print(
         "| decim | seed: map_blocks(tfr_array_morlet) + da.mean/std | xnwb one pass "
         "| speed-up (best) | seed: samples off > 1 % | seed: max rel. error "
-        "| seed: mean / std max rel. error | xnwb: mean / std max rel. error vs MNE |"
+        "| seed: mean / std max rel. error | xnwb: mean / std max rel. error vs MNE "
+        "| xnwb time: read / transform / reduce |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for decim in (1, 10):
         t_seed, t_ours = [], []
         for _ in range(repeat):
@@ -180,6 +313,7 @@ def bench_stats(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> None:
             dt, (mean, std) = timed(lambda decim=decim: xnwb_stats(xd, rate, decim=decim))
             t_ours.append(dt)
         seams = seam_errors(xd, rate, decim=decim)
+        shares = pass_shares(xd, rate, decim=decim)
         ref = tfr_array_morlet(
             x[None], rate, FREQS, 7.0, decim=decim, output="power", verbose=False
         )[0]
@@ -190,7 +324,9 @@ def bench_stats(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> None:
             f"| {decim} | {best_and_median(t_seed)} | {best_and_median(t_ours)} | "
             f"{min(t_seed) / min(t_ours):.1f}× | {seams['samples_off_by_over_1pct']:.2%} | "
             f"{seams['max_relative_error']:.2g} | {seams['mean_max_relative_error']:.2%} / "
-            f"{seams['std_max_relative_error']:.2%} | {ours_mean:.1e} / {ours_std:.1e} |"
+            f"{seams['std_max_relative_error']:.2%} | {ours_mean:.1e} / {ours_std:.1e} "
+            f"| {shares_text(shares)} |",
+            flush=True,
         )
 
 
@@ -242,9 +378,9 @@ def stats_pass_over_nwb(gigabytes: float, chunk_seconds: float, decims: list[int
     )
     print(
         "| decim | seed pipeline, s | xnwb one pass, s | speed-up "
-        "| seed mean / std max rel. error |"
+        "| seed mean / std max rel. error | xnwb time: read / transform / reduce |"
     )
-    print("|---|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---|---|")
     for decim in decims:
         t_ours, (mean, std) = timed(
             lambda decim=decim: dask.compute(*xnwb_stats(x, rate, decim=decim))
@@ -252,9 +388,10 @@ def stats_pass_over_nwb(gigabytes: float, chunk_seconds: float, decims: list[int
         t_seed, (s_mean, s_std) = timed(lambda decim=decim: seed_stats(x, rate, decim=decim))
         err_mean = float(np.max(np.abs(s_mean - mean) / mean))
         err_std = float(np.max(np.abs(s_std - std) / std))
+        shares = pass_shares(x, rate, decim=decim)
         print(
             f"| {decim} | {t_seed:.1f} | {t_ours:.1f} | {t_seed / t_ours:.1f}× | "
-            f"{100 * err_mean:.2f}% / {100 * err_std:.2f}% |",
+            f"{100 * err_mean:.2f}% / {100 * err_std:.2f}% | {shares_text(shares)} |",
             flush=True,
         )
 
@@ -298,9 +435,15 @@ def main(argv: list[str] | None = None) -> None:
         f"as NWB stores it, chunks of {chunk} samples × {args.channels} ch; {len(FREQS)} "
         f"log-spaced freqs {FREQS[0]:g}–{FREQS[-1]:g} Hz, 7 cycles. {os.cpu_count()} CPUs: MNE "
         "on one thread (its default), xnwb on all (numpy: a thread per block; dask: threaded "
-        f"scheduler). Best / median of {args.repeat} interleaved runs, seconds.\n"
+        f"scheduler). FFT library by default: {fft.fft_backend()}. Table 1: medians of \n"
+        f"{args.repeat} interleaved rounds, as ratios to MNE in the same rounds.\n"
     )
     bench_transform(x, xd, args.rate, args.repeat)
+    print(
+        "\nThe floor: the FFTs and the result write any transform of these data needs "
+        f"(median of {max(3, args.repeat)}, seconds, all {os.cpu_count()} cores):\n"
+    )
+    fft_floor(args.channels, x.shape[1], args.rate, args.repeat)
     print("\nz-score statistics pass (mean and std of the power per channel × frequency):\n")
     bench_stats(x, xd, args.rate, args.repeat)
 

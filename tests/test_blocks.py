@@ -16,7 +16,7 @@ from mne.time_frequency import tfr_array_morlet
 import xnwb  # noqa: F401  (registers the accessors)
 from tests.conftest import counts
 from xnwb import tfr
-from xnwb.blocks import DEFAULT_MAX_ROWS, plan_blocks
+from xnwb.blocks import DEFAULT_MAX_ROWS, HALOS_PER_BLOCK, MIN_HALOS, plan_blocks
 from xnwb.wavelets import _spectra, morlet_kernels
 
 MiB = 2**20
@@ -80,6 +80,45 @@ def test_explicit_rows_and_time_are_kept_and_rounded_to_decim():
     plan = plan_blocks(600_000, 64, 20, halo=557, decim=7, rows=16, time=5000)
     assert plan.rows == 16 and plan.time == 5005  # up to a multiple of decim
     assert plan_blocks(600_000, 64, 20, halo=557, time=100).time == 557  # at least the halo
+
+
+@pytest.mark.parametrize("decim", [1, 10, 30])
+def test_blocks_are_long_against_the_halo_and_fill_their_fft(decim):
+    """16 halos when memory allows (the overlap ~12 % of the work), filled to the FFT length."""
+    halo = morlet_kernels(1000.0, SEED_FREQS).halo
+    plan = plan_blocks(3_600_000, 64, 20, halo, decim=decim)
+    assert plan.time >= HALOS_PER_BLOCK * halo
+    assert plan.time % decim == 0
+    assert 0 <= plan.nfft - (plan.time + 2 * halo) < decim  # no FFT sample left unused
+    assert plan.peak_bytes <= 128 * MiB
+
+
+def test_memory_bound_plans_shorten_blocks_before_splitting_channels():
+    """At 30 kHz the bound bites: blocks shrink towards MIN_HALOS halos, keeping 4 channels."""
+    halo = morlet_kernels(30_000.0, SEED_FREQS).halo
+    with dask.config.set({"array.chunk-size": "128MiB"}):
+        plan = plan_blocks(36_000_000, 124, 20, halo, decim=30)
+    assert plan.rows == DEFAULT_MAX_ROWS
+    assert MIN_HALOS * halo <= plan.time < HALOS_PER_BLOCK * halo
+    assert plan.peak_bytes <= 128 * MiB
+
+
+@pytest.mark.parametrize("decim", [1, 30])
+def test_single_precision_plans_fit_the_bound(decim):
+    halo = morlet_kernels(30_000.0, SEED_FREQS).halo
+    double = plan_blocks(36_000_000, 124, 20, halo, decim=decim, target_bytes=128 * MiB)
+    single = plan_blocks(
+        36_000_000,
+        124,
+        20,
+        halo,
+        decim=decim,
+        out_itemsize=8,
+        work_itemsize=8,
+        target_bytes=128 * MiB,
+    )
+    assert single.peak_bytes <= 128 * MiB
+    assert (single.rows, single.time) >= (double.rows, double.time)
 
 
 def test_peak_estimate_covers_what_a_block_allocates():

@@ -76,20 +76,21 @@ class KernelBank:
         """Samples each output needs on either side: the overlap between chunks."""
         return max(max(c, k.size - 1 - c) for k, c in zip(self.kernels, self.centres, strict=True))
 
-    def spectra(self, nfft: int, decim: int = 1) -> np.ndarray:
+    def spectra(self, nfft: int, decim: int = 1, dtype: Any = np.complex128) -> np.ndarray:
         """Kernel spectra for FFT length ``nfft`` (cached, read-only).
 
         ``decim == 1``: shape ``(n_kernels, nfft)``; otherwise the folded layout
-        ``(nfft // decim, decim, n_kernels)`` already divided by ``decim``.
+        ``(nfft // decim, decim, n_kernels)`` already divided by ``decim``. Computed in double
+        precision, then stored as ``dtype`` (``complex128`` or ``complex64``).
         """
-        return _spectra(self, int(nfft), int(decim))
+        return _spectra(self, int(nfft), int(decim), np.dtype(dtype).str)
 
 
 @functools.lru_cache(maxsize=8)
-def _spectra(bank: KernelBank, nfft: int, decim: int) -> np.ndarray:
+def _spectra(bank: KernelBank, nfft: int, decim: int, dtype: str = "<c16") -> np.ndarray:
     m = nfft // decim
     shape = (len(bank), nfft) if decim == 1 else (m, decim, len(bank))
-    spec = np.empty(shape, dtype=np.complex128)
+    spec = np.empty(shape, dtype=np.dtype(dtype))
     row = np.empty(nfft, dtype=np.complex128)
     # One kernel at a time, straight into the final layout: the bank's spectra are the
     # largest array of a block plan, and a second full-size copy would double the peak.
