@@ -87,3 +87,14 @@ class ChannelNotFoundError(XnwbError, KeyError):
 
 
 __all__ += ["ChannelNotFoundError"]
+
+
+class ResultError(XnwbError, ValueError):
+    """A saved result (``xnwb tfr`` output) that cannot be used as asked."""
+
+
+class IncompleteResultError(ResultError):
+    """A result store whose writing was interrupted: resume it before reading it."""
+
+
+__all__ += ["IncompleteResultError", "ResultError"]

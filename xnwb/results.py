@@ -1,0 +1,338 @@
+"""Saved transforms: a whole-recording transform (or z-score) written to Zarr, resumably.
+
+:func:`write_transform` writes a lazy transform to a Zarr store part by part: each part is a
+slab of whole output chunks along time, computed and written by dask chunk by chunk (memory
+stays at a few transform blocks per thread, whatever the recording's length), and recorded in
+the store's attributes once it is on disk. An interrupted run therefore continues with the
+first part not recorded, and the store is marked complete (``xnwb_complete: true``, then its
+metadata consolidated) only after the last part. :func:`open_result` refuses a store that is
+not marked complete, so a half-written result is never read as if it were whole.
+
+Layout of a store::
+
+    out.zarr/             the result: variable ``data`` (channel, frequency, time), its coords
+    out.zarr/statistics/  for a z-score: ``count``, ``mean``, ``std`` used (``zscore(stats=)``)
+
+Both open with plain xarray: ``xr.open_zarr("out.zarr")`` and
+``xr.open_zarr("out.zarr", group="statistics")``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from xnwb.exceptions import IncompleteResultError, ResultError
+
+__all__ = ["DEFAULT_PART_BYTES", "WriteReport", "open_result", "result_state", "write_transform"]
+
+DEFAULT_PART_BYTES = 512 * 2**20  # output bytes per resumable part
+FORMAT = 1  # layout version written in ``xnwb_format``
+STATS_GROUP = "statistics"
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What :func:`write_transform` did.
+
+    Attributes
+    ----------
+    path : str
+        The store.
+    parts : int
+        Parts of the whole result.
+    written : int
+        Parts written by this call (the others were on disk already).
+    resumed : bool
+        Whether an earlier, interrupted run's parts were kept.
+    """
+
+    path: str
+    parts: int
+    written: int
+    resumed: bool
+
+
+def result_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``xnwb_*`` attributes of a result store, or ``None`` where there is no store.
+
+    Raises
+    ------
+    ResultError
+        ``path`` exists but is not a Zarr group (xnwb never writes over it).
+
+    Examples
+    --------
+    >>> result_state("/no/such/store.zarr") is None
+    True
+    """
+    import zarr
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    try:
+        group = zarr.open_group(path, mode="r")
+    except Exception as err:  # zarr raises several kinds for "not a group"
+        raise ResultError(
+            f"{path!r} exists and is not a Zarr store; choose another output path"
+        ) from err
+    return {k: v for k, v in group.attrs.asdict().items() if k.startswith("xnwb_")}
+
+
+def write_transform(
+    build: Callable[[xr.Dataset | None], xr.DataArray],
+    path: str | os.PathLike[str],
+    *,
+    params: dict[str, Any],
+    statistics: Callable[[], xr.Dataset] | None = None,
+    dtype: Any = np.float32,
+    part_bytes: int = DEFAULT_PART_BYTES,
+    force: bool = False,
+    progress: bool = True,
+    on_part: Callable[[int, int, float, float], None] | None = None,
+) -> WriteReport:
+    """Write the lazy result ``build(stats)`` to the Zarr store ``path``, resumably.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(stats)`` returns the lazy result, a DataArray with a ``time`` dim last
+        (``stats`` is the saved statistics Dataset, or ``None`` without ``statistics``).
+    path : str or path
+        The store (a local folder).
+    params : dict
+        What the result is (source, series, frequencies, …; JSON-serialisable). A store
+        holding other parameters is refused unless ``force``; one holding these is resumed.
+    statistics : callable, optional
+        Computes the statistics a z-score uses (one pass); saved in the store's
+        ``statistics`` group before any part, and reused when a run resumes.
+    dtype : dtype
+        Type stored (``float32`` halves the store of a float64 transform).
+    part_bytes : int
+        Output bytes per resumable part (whole output chunks along time).
+    force : bool
+        Replace a finished store or one of other parameters (only ever an xnwb result).
+    progress : bool
+        A progress bar per part, and for the statistics pass (also on ``distributed``).
+    on_part : callable, optional
+        ``on_part(done, parts, t0, t1)`` after each part is recorded (seconds covered).
+
+    Returns
+    -------
+    WriteReport
+
+    Raises
+    ------
+    ResultError
+        ``path`` is not an xnwb result, or holds other parameters (without ``force``).
+
+    Examples
+    --------
+    >>> import tempfile, os, xarray as xr
+    >>> da = xr.DataArray(np.random.default_rng(0).standard_normal((2, 4000)),
+    ...                   dims=("channel", "time"), coords={"time": np.arange(4000) / 100.0},
+    ...                   attrs={"rate": 100.0}).chunk({"time": 1000})
+    >>> out = os.path.join(tempfile.mkdtemp(), "out.zarr")
+    >>> report = write_transform(lambda stats: da, out, params={"demo": 1},
+    ...                          part_bytes=2 * 1000 * 4, progress=False)  # one chunk a part
+    >>> report.parts, report.written, open_result(out).attrs["xnwb_complete"]
+    (4, 4, True)
+    """
+    import zarr
+
+    path = os.fspath(path)
+    wanted = _canonical(params)
+    state = result_state(path)
+    if state is not None:
+        if "xnwb_params" not in state:
+            raise ResultError(
+                f"{path!r} is a Zarr store but not an xnwb result; xnwb will not write over "
+                "it: choose another output path"
+            )
+        same = state["xnwb_params"] == wanted
+        if state.get("xnwb_complete") and same and not force:
+            n = int(state.get("xnwb_parts", 0))
+            return WriteReport(path, n, 0, resumed=True)
+        if not same and not force:
+            raise ResultError(
+                f"{path!r} holds a result of other parameters ({_differences(state, wanted)}); "
+                "pass --force (force=True) to replace it, or choose another output path"
+            )
+        if force and (not same or state.get("xnwb_complete")):
+            _remove_store(path)
+            state = None
+    markers = {"xnwb_format": FORMAT, "xnwb_params": wanted, "xnwb_complete": False}
+    if state is None:
+        zarr.open_group(path, mode="w").attrs.update(markers)
+        state = dict(markers)
+
+    stats = None
+    if statistics is not None:
+        stats = _saved_statistics(path)
+        if stats is None:
+            stats = statistics().load()
+            stats.attrs["xnwb_complete"] = False
+            _write_quietly(stats, path, group=STATS_GROUP, mode="w")
+            zarr.open_group(path, mode="r+", path=STATS_GROUP).attrs["xnwb_complete"] = True
+            stats.attrs["xnwb_complete"] = True
+
+    result = _storable(build(stats))
+    time_chunk = result.data.chunks[-1][0]
+    per_sample = math.prod(result.shape[:-1]) * np.dtype(dtype).itemsize
+    part_len = max(1, part_bytes // max(1, time_chunk * per_sample)) * time_chunk
+    n_times = result.sizes["time"]
+    n_parts = max(1, math.ceil(n_times / part_len))
+    resumed = "xnwb_parts" in state
+    if not resumed:
+        initial = result.to_dataset(name="data")
+        initial.attrs = {**result.attrs, **markers, "xnwb_parts": n_parts, "xnwb_parts_done": []}
+        encoding = {
+            "data": {"dtype": np.dtype(dtype), "chunks": tuple(c[0] for c in result.chunks)},
+            "time": {"chunks": (min(n_times, 2**20),)},
+        }
+        _write_quietly(initial, path, mode="a", compute=False, encoding=encoding)
+        state = {**state, "xnwb_parts": n_parts, "xnwb_parts_done": []}
+    elif int(state["xnwb_parts"]) != n_parts:
+        raise ResultError(
+            f"{path!r} was cut into {state['xnwb_parts']} parts, this run into {n_parts} "
+            "(another part size): rerun with the same settings, or --force"
+        )
+
+    group = zarr.open_group(path, mode="r+")
+    done = {int(i) for i in state.get("xnwb_parts_done", [])}
+    times = result["time"].values
+    written = 0
+    for i in range(n_parts):
+        if i in done:
+            continue
+        region = slice(i * part_len, min(n_times, (i + 1) * part_len))
+        part = result.isel(time=region).to_dataset(name="data").drop_vars(
+            [k for k in result.coords]
+        )
+        delayed = _write_quietly(part, path, region={"time": region}, compute=False)
+        from xnwb.progress import compute
+
+        compute(delayed, progress=progress)
+        done.add(i)
+        group.attrs["xnwb_parts_done"] = sorted(done)
+        written += 1
+        if on_part is not None:
+            on_part(len(done), n_parts, float(times[region.start]), float(times[region.stop - 1]))
+    group.attrs["xnwb_complete"] = True  # last: only now does the store count as finished
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(path)
+    return WriteReport(path, n_parts, written, resumed=resumed and bool(state["xnwb_parts_done"]))
+
+
+def open_result(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
+    """Open a finished result store (``xr.open_zarr``), refusing a half-written one.
+
+    Parameters
+    ----------
+    path : str or path
+        The store written by :func:`write_transform` (``xnwb tfr``).
+    **kwargs
+        Passed to :func:`xarray.open_zarr`.
+
+    Raises
+    ------
+    IncompleteResultError
+        The store's writing was interrupted (it says how many parts are on disk).
+    ResultError
+        No store at ``path``.
+
+    Examples
+    --------
+    >>> open_result("/no/such/out.zarr")
+    Traceback (most recent call last):
+    ...
+    xnwb.exceptions.ResultError: no result store at '/no/such/out.zarr'; write one with `xnwb tfr`
+    """
+    path = os.fspath(path)
+    state = result_state(path)
+    if state is None:
+        raise ResultError(f"no result store at {path!r}; write one with `xnwb tfr`")
+    if "xnwb_params" in state and not state.get("xnwb_complete"):
+        done, parts = len(state.get("xnwb_parts_done", [])), state.get("xnwb_parts", "?")
+        raise IncompleteResultError(
+            f"{path!r} is incomplete ({done} of {parts} parts written): its writing was "
+            "interrupted; run the same `xnwb tfr` command again to finish it"
+        )
+    return xr.open_zarr(path, **kwargs)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _canonical(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as they read back from a store's JSON attributes."""
+    return json.loads(json.dumps(params, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {value!r}")
+
+
+def _differences(state: dict[str, Any], wanted: dict[str, Any]) -> str:
+    had = state.get("xnwb_params", {})
+    keys = sorted(k for k in set(had) | set(wanted) if had.get(k) != wanted.get(k))
+    return ", ".join(f"{k}: {had.get(k)!r} there, {wanted.get(k)!r} now" for k in keys[:3])
+
+
+def _remove_store(path: str) -> None:
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
+
+
+def _saved_statistics(path: str) -> xr.Dataset | None:
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r", path=STATS_GROUP)
+    except Exception:  # not written yet
+        return None
+    if not group.attrs.get("xnwb_complete"):
+        return None
+    return xr.open_zarr(path, group=STATS_GROUP, consolidated=False).load()
+
+
+def _storable(result: xr.DataArray) -> xr.DataArray:
+    """The result with uniform chunks (Zarr's grid), a plain time coordinate, and coordinates
+    Zarr stores portably (variable-length strings rather than fixed-width unicode)."""
+    if "time" not in result.dims or result.dims[-1] != "time":
+        raise ResultError(f"a result needs 'time' as its last dimension; dims are {result.dims}")
+    if not hasattr(result.data, "dask"):
+        result = result.chunk()
+    uniform = {d: c[0] for d, c in zip(result.dims, result.chunks, strict=True)}
+    result = result.chunk(uniform)
+    coords: dict[str, Any] = {"time": ("time", np.asarray(result["time"].values))}
+    for name, coord in result.coords.items():
+        if name != "time" and coord.dtype.kind == "U":
+            coords[name] = (coord.dims, coord.values.astype(object), coord.attrs)
+    return result.assign_coords(coords)
+
+
+def _write_quietly(ds: xr.Dataset, path: str, **kwargs: Any) -> Any:
+    with warnings.catch_warnings():
+        # Zarr 3 flags consolidated metadata and text coordinates as not yet in its spec.
+        warnings.filterwarnings("ignore", message=".*Zarr V3 specification", category=Warning)
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        return ds.to_zarr(path, consolidated=False, **kwargs)
