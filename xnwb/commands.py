@@ -45,7 +45,7 @@ def info(args: argparse.Namespace) -> int:
         if key in attrs:
             print(f"{label:<20} {attrs[key]}")
     opened = refs.info.get("open", {})
-    if opened.get("requests") is not None:
+    if opened.get("requests"):  # remote sources: what opening cost
         cached = " (index from cache)" if opened.get("cached") else ""
         print(f"{'opened with':<20} {opened['requests']} requests{cached}")
     print()

@@ -179,7 +179,7 @@ def write_transform(
     if statistics is not None:
         stats = _saved_statistics(path)
         if stats is None:
-            stats = statistics().load()
+            stats = _portable_text(statistics().load())
             stats.attrs["xnwb_complete"] = False
             _write_quietly(stats, path, group=STATS_GROUP, mode="w")
             zarr.open_group(path, mode="r+", path=STATS_GROUP).attrs["xnwb_complete"] = True
@@ -290,7 +290,15 @@ def _jsonable(value: Any) -> Any:
 def _differences(state: dict[str, Any], wanted: dict[str, Any]) -> str:
     had = state.get("xnwb_params", {})
     keys = sorted(k for k in set(had) | set(wanted) if had.get(k) != wanted.get(k))
-    return ", ".join(f"{k}: {had.get(k)!r} there, {wanted.get(k)!r} now" for k in keys[:3])
+    return ", ".join(
+        f"{k}: {_short(had.get(k))} there, {_short(wanted.get(k))} now" for k in keys[:3]
+    )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 3:
+        return f"{len(value)} values {value[0]:.4g}…{value[-1]:.4g}"
+    return repr(value)
 
 
 def _remove_store(path: str) -> None:
@@ -323,11 +331,18 @@ def _storable(result: xr.DataArray) -> xr.DataArray:
         result = result.chunk()
     uniform = {d: c[0] for d, c in zip(result.dims, result.chunks, strict=True)}
     result = result.chunk(uniform)
-    coords: dict[str, Any] = {"time": ("time", np.asarray(result["time"].values))}
-    for name, coord in result.coords.items():
-        if name != "time" and coord.dtype.kind == "U":
-            coords[name] = (coord.dims, coord.values.astype(object), coord.attrs)
-    return result.assign_coords(coords)
+    result = result.assign_coords(time=("time", np.asarray(result["time"].values)))
+    return _portable_text(result)
+
+
+def _portable_text(obj: Any) -> Any:
+    """Fixed-width unicode coordinates as variable-length strings (Zarr 3 specifies those)."""
+    coords = {
+        name: (coord.dims, coord.values.astype(object), coord.attrs)
+        for name, coord in obj.coords.items()
+        if coord.dtype.kind == "U"
+    }
+    return obj.assign_coords(coords) if coords else obj
 
 
 def _write_quietly(ds: xr.Dataset, path: str, **kwargs: Any) -> Any:
