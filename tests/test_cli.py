@@ -15,6 +15,7 @@ import sys
 import warnings
 
 import matplotlib
+import matplotlib.image
 import numpy as np
 import pytest
 import xarray as xr

@@ -32,7 +32,14 @@ import xarray as xr
 
 from xnwb.exceptions import IncompleteResultError, ResultError
 
-__all__ = ["DEFAULT_PART_BYTES", "WriteReport", "open_result", "result_state", "write_transform"]
+__all__ = [
+    "DEFAULT_PART_BYTES",
+    "WriteReport",
+    "open_result",
+    "result_state",
+    "save_transform",
+    "write_transform",
+]
 
 DEFAULT_PART_BYTES = 512 * 2**20  # output bytes per resumable part
 FORMAT = 1  # layout version written in ``xnwb_format``
@@ -232,6 +239,62 @@ def write_transform(
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(path)
     return WriteReport(path, n_parts, written, resumed=resumed and bool(state["xnwb_parts_done"]))
+
+
+def save_transform(
+    result: xr.DataArray | xr.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    statistics: xr.Dataset | None = None,
+    **kwargs: Any,
+) -> WriteReport:
+    """Save a lazy transform or z-score (``ds.ephys.morlet(...)``, ``.zscore()``) to Zarr.
+
+    The resumable writer of ``xnwb tfr`` (:func:`write_transform`) for a result already
+    built: parts are recorded as they are written, so running the same call again after an
+    interruption continues where it stopped (the result is recognised by its dask name,
+    which is the same for the same source, parameters and chunks). ``statistics`` (from
+    ``.ephys.stats()``) are saved in the store's ``statistics`` group.
+
+    Parameters
+    ----------
+    result : DataArray or Dataset
+        Lazy (dask) result with ``time`` last; a Dataset's ``data`` variable is saved.
+    path : str or path
+        The Zarr store.
+    statistics : Dataset, optional
+        Saved beside the result, e.g. the statistics a z-score used.
+    **kwargs
+        ``dtype``, ``part_bytes``, ``force``, ``progress``, ``on_part`` as for
+        :func:`write_transform`.
+
+    Examples
+    --------
+    >>> import os, tempfile, xarray as xr
+    >>> da = xr.DataArray(np.ones((1, 2000)), dims=("channel", "time"),
+    ...                   coords={"time": np.arange(2000) / 100.0}, attrs={"rate": 100.0})
+    >>> z = da.ephys.morlet([5.0, 10.0], output="power", decim=2)
+    >>> out = os.path.join(tempfile.mkdtemp(), "power.zarr")
+    >>> save_transform(z, out, progress=False).written >= 1
+    True
+    >>> xr.open_zarr(out).data.dims
+    ('channel', 'frequency', 'time')
+    """
+    da = result["data"] if isinstance(result, xr.Dataset) else result
+    name = getattr(da.data, "name", None)
+    params = {"dask_name": name, "dims": [str(d) for d in da.dims], "shape": list(da.shape)}
+    saved = None if statistics is None else statistics
+
+    def build(stats: xr.Dataset | None) -> xr.DataArray:
+        return da
+
+    return write_transform(
+        build,
+        path,
+        params=params,
+        statistics=None if saved is None else (lambda: saved),
+        **kwargs,
+    )
 
 
 def open_result(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
