@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -307,7 +308,10 @@ def demo(args: argparse.Namespace) -> int:
         )
     if args.duration > 3600:
         raise UsageError(f"--duration {args.duration:g}: the demo writes at most 3600 s")
-    folder = args.out or os.path.join(cache_dir(True) or ".", "demo")
+    cache = cache_dir(True)  # None when XNWB_CACHE_DIR=off: then the system's temp folder
+    folder = args.out or (
+        os.path.join(cache, "demo") if cache else os.path.join(tempfile.gettempdir(), "xnwb-demo")
+    )
     os.makedirs(folder, exist_ok=True)
     name = f"demo-{args.channels}ch-{args.duration:g}s.nwb"
     path = os.path.join(folder, name)
