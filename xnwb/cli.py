@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="threads (default), processes, synchronous, or a dask.distributed "
                           "scheduler address such as tcp://10.0.0.5:8786")
     tfr.add_argument("--part-size", metavar="BYTES", type=_bytes, default=None,
-                     help="output per resumable part, e.g. 512MiB (default)")
+                     help="bytes per resumable part, output or input, e.g. 256MiB (default)")
     tfr.add_argument("--force", action="store_true",
                      help="replace OUT.zarr if it holds a finished or different result")
     tfr.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -168,8 +168,8 @@ def tfr(args: argparse.Namespace) -> int:
         def build(stats: Any) -> Any:
             return power if stats is None else power.zscore(stats=stats)
 
-        def report(done: int, parts: int, t0: float, t1: float) -> None:
-            print(f"part {done}/{parts} written ({t0:.1f}-{t1:.1f} s)", flush=True)
+        def report(done: int, parts: int, where: str) -> None:
+            print(f"part {done}/{parts} written ({where})", flush=True)
 
         args.on_interrupt = (
             f"interrupted; the parts written so far are kept in {args.output}: run the same "

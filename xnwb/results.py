@@ -41,7 +41,7 @@ __all__ = [
     "write_transform",
 ]
 
-DEFAULT_PART_BYTES = 512 * 2**20  # output bytes per resumable part
+DEFAULT_PART_BYTES = 256 * 2**20  # bytes (output, or the input behind it) per resumable part
 FORMAT = 1  # layout version written in ``xnwb_format``
 STATS_GROUP = "statistics"
 
@@ -105,7 +105,7 @@ def write_transform(
     part_bytes: int = DEFAULT_PART_BYTES,
     force: bool = False,
     progress: bool = True,
-    on_part: Callable[[int, int, float, float], None] | None = None,
+    on_part: Callable[[int, int, str], None] | None = None,
 ) -> WriteReport:
     """Write the lazy result ``build(stats)`` to the Zarr store ``path``, resumably.
 
@@ -125,13 +125,16 @@ def write_transform(
     dtype : dtype
         Type stored (``float32`` halves the store of a float64 transform).
     part_bytes : int
-        Output bytes per resumable part (whole output chunks along time).
+        Bytes of one resumable part, output and input alike (whole output chunks: a few
+        channels and a stretch of time). A part is computed as one dask computation, so
+        this bounds what dask may hold at once.
     force : bool
         Replace a finished store or one of other parameters (only ever an xnwb result).
     progress : bool
         A progress bar per part, and for the statistics pass (also on ``distributed``).
     on_part : callable, optional
-        ``on_part(done, parts, t0, t1)`` after each part is recorded (seconds covered).
+        ``on_part(done, parts, where)`` after each part is recorded (``where`` names the
+        channels and seconds it covered).
 
     Returns
     -------
@@ -193,11 +196,8 @@ def write_transform(
             stats.attrs["xnwb_complete"] = True
 
     result = _storable(build(stats))
-    time_chunk = result.data.chunks[-1][0]
-    per_sample = math.prod(result.shape[:-1]) * np.dtype(dtype).itemsize
-    part_len = max(1, part_bytes // max(1, time_chunk * per_sample)) * time_chunk
-    n_times = result.sizes["time"]
-    n_parts = max(1, math.ceil(n_times / part_len))
+    parts = _parts(result, np.dtype(dtype).itemsize, part_bytes)
+    n_parts, n_times = len(parts), result.sizes["time"]
     resumed = "xnwb_parts" in state
     if not resumed:
         initial = result.to_dataset(name="data")
@@ -218,14 +218,11 @@ def write_transform(
     done = {int(i) for i in state.get("xnwb_parts_done", [])}
     times = result["time"].values
     written = 0
-    for i in range(n_parts):
+    for i, region in enumerate(parts):
         if i in done:
             continue
-        region = slice(i * part_len, min(n_times, (i + 1) * part_len))
-        part = result.isel(time=region).to_dataset(name="data").drop_vars(
-            [k for k in result.coords]
-        )
-        delayed = _write_quietly(part, path, region={"time": region}, compute=False)
+        part = result.isel(region).to_dataset(name="data").drop_vars(list(result.coords))
+        delayed = _write_quietly(part, path, region=region, compute=False)
         from xnwb.progress import compute
 
         compute(delayed, progress=progress)
@@ -233,7 +230,7 @@ def write_transform(
         group.attrs["xnwb_parts_done"] = sorted(done)
         written += 1
         if on_part is not None:
-            on_part(len(done), n_parts, float(times[region.start]), float(times[region.stop - 1]))
+            on_part(len(done), n_parts, _describe(result, region, times))
     group.attrs["xnwb_complete"] = True  # last: only now does the store count as finished
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
@@ -335,6 +332,44 @@ def open_result(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _parts(result: xr.DataArray, itemsize: int, part_bytes: int) -> list[dict[str, slice]]:
+    """Regions of whole output chunks, leading dim (channels) first, then time, each
+    holding at most ``part_bytes`` of output and of the float64 input it is made from."""
+    chunks = result.chunks
+    lead = result.dims[0] if result.ndim > 1 else None
+    time_chunk, n_times = chunks[-1][0], result.sizes["time"]
+    middle = math.prod(result.shape[1:-1]) if result.ndim > 2 else 1
+    decim = max(1, int(result.attrs.get("decim", 1) or 1))
+    # bytes per (leading index, output sample): the output, or the input behind it
+    per = max(middle * itemsize, decim * 8)
+    lead_chunk = chunks[0][0] if lead is not None else 1
+    n_lead = result.sizes[lead] if lead is not None else 1
+    times_per_part = max(1, part_bytes // max(1, per * lead_chunk * time_chunk)) * time_chunk
+    leads_per_part = lead_chunk
+    if times_per_part >= n_times:  # whole rows fit: take several channel groups at once
+        times_per_part = n_times
+        groups = max(1, part_bytes // max(1, per * lead_chunk * n_times))
+        leads_per_part = groups * lead_chunk
+    regions = []
+    for c0 in range(0, n_lead, leads_per_part):
+        for t0 in range(0, n_times, times_per_part):
+            region = {"time": slice(t0, min(n_times, t0 + times_per_part))}
+            if lead is not None:
+                region = {str(lead): slice(c0, min(n_lead, c0 + leads_per_part)), **region}
+            regions.append(region)
+    return regions
+
+
+def _describe(result: xr.DataArray, region: dict[str, slice], times: np.ndarray) -> str:
+    t = region["time"]
+    text = f"{times[t.start]:.1f}-{times[t.stop - 1]:.1f} s"
+    lead = next((d for d in region if d != "time"), None)
+    if lead is None:
+        return text
+    labels = result[lead].values[region[lead]]
+    return f"{lead} {labels[0]}-{labels[-1]}, {text}"
 
 
 def _canonical(params: dict[str, Any]) -> dict[str, Any]:
