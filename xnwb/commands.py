@@ -77,7 +77,7 @@ def human_bytes(n: float | None) -> str:
     Examples
     --------
     >>> human_bytes(512), human_bytes(3 * 2**20), human_bytes(70.2e9)
-    ('512 B', '3.00 MiB', '65.4 GiB')
+    ('512 B', '3 MiB', '65.4 GiB')
     """
     if n is None or not np.isfinite(n):
         return "?"
