@@ -64,8 +64,9 @@ def build_index(
 
     Examples
     --------
-    >>> import xnwb, xnwb.demo
-    >>> path = xnwb.demo.write_demo_recording(tmp_path / "rec.nwb", duration=1.0)
+    >>> import os, tempfile, xnwb, xnwb.demo
+    >>> folder = tempfile.mkdtemp()
+    >>> path = xnwb.demo.write_demo_recording(os.path.join(folder, "rec.nwb"), duration=1.0)
     >>> refs = xnwb.build_index(path)
     >>> refs.arrays["acquisition/ElectricalSeries/data"].shape
     (1000, 8)
@@ -418,8 +419,9 @@ def list_series(
 
     Examples
     --------
-    >>> import xnwb, xnwb.demo
-    >>> path = xnwb.demo.write_demo_recording(tmp_path / "rec.nwb", duration=1.0)
+    >>> import os, tempfile, xnwb, xnwb.demo
+    >>> folder = tempfile.mkdtemp()
+    >>> path = xnwb.demo.write_demo_recording(os.path.join(folder, "rec.nwb"), duration=1.0)
     >>> xnwb.list_series(path)[["neurodata_type", "rate"]]  # doctest: +NORMALIZE_WHITESPACE
                                                neurodata_type    rate
     path

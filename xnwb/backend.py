@@ -56,8 +56,9 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
 
     Examples
     --------
-    >>> import xarray as xr, xnwb.demo
-    >>> path = xnwb.demo.write_demo_recording(tmp_path / "rec.nwb", duration=1.0)
+    >>> import os, tempfile, xarray as xr, xnwb.demo
+    >>> folder = tempfile.mkdtemp()
+    >>> path = xnwb.demo.write_demo_recording(os.path.join(folder, "rec.nwb"), duration=1.0)
     >>> ds = xr.open_dataset(path, engine="nwbzarr")
     >>> ds.data.dims, ds.sizes["channel"]
     (('time', 'channel'), 8)
@@ -66,8 +67,8 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
     grouping (four stored chunks along time, two along channels):
 
     >>> import dask
-    >>> path = xnwb.demo.write_demo_recording(tmp_path / "small.nwb", duration=10.0,
-    ...                                       chunks=(500, 2))
+    >>> path = xnwb.demo.write_demo_recording(os.path.join(folder, "small.nwb"),
+    ...                                       duration=10.0, chunks=(500, 2))
     >>> with dask.config.set({"array.chunk-size": "256KiB"}):  # a 64 KiB target
     ...     dk = xr.open_dataset(path, engine="nwbzarr", chunks={})
     >>> dk.data.encoding["chunks"], dk.data.data.chunksize
@@ -103,6 +104,70 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         lazy_index: bool = True,
     ) -> xr.Dataset:
+        """Open one NWB time series as a Dataset (``xr.open_dataset(..., engine="nwbzarr")``).
+
+        Parameters
+        ----------
+        filename_or_obj : str or path
+            The NWB file: a local path, an ``https://`` URL (DANDI asset URLs redirect to
+            signed S3 URLs; they are followed), ``s3://bucket/key`` (``xnwb[s3]``),
+            ``gs://bucket/key`` (``xnwb[gcs]``), any fsspec URL; or a kerchunk/xnwb
+            reference JSON, whose data must then live beside it (same folder or host).
+        drop_variables : str or iterable of str, optional
+            Variables (or coordinates such as ``"group"``) left out of each Dataset.
+        group : str, optional
+            Path of the series in the file, e.g. ``"processing/ecephys/LFP/ElectricalSeries"``
+            (``xnwb.list_series`` or ``xnwb info`` list them; a leading ``/`` is fine).
+            Default: the file's only ElectricalSeries under ``acquisition``, else its only
+            time series; with several, the error lists them.
+        mask_and_scale : bool, default True
+            Decode the stored counts to physical units (``conversion``, ``offset`` and
+            ``channel_conversion`` become CF ``scale_factor``/``add_offset``, applied
+            lazily). ``False`` returns the stored integers untouched.
+        storage_options : dict, optional
+            fsspec options for a remote source and its reference file, e.g.
+            ``{"anon": True}`` (public S3), ``{"token": "anon"}`` (public GCS),
+            ``{"endpoint_url": ...}``; credentials go only where these send them.
+        index : str, path or ReferenceIndex, optional
+            References built earlier for this source (``xnwb index``, or
+            :func:`xnwb.build_index` ``.to_json``): no HDF5 metadata is read, every read goes
+            to ``filename_or_obj``. Each reference must point into that source (see
+            ``allowed_sources``) and end within the file.
+        index_cache : bool or str or path, default True
+            Cache of remote files' indexes: ``True`` uses ``$XNWB_CACHE_DIR`` (else
+            ``~/.cache/xnwb``), a path uses that folder, ``False`` builds the index every
+            time. An entry is used only while the file's size and ETag are unchanged.
+        allowed_sources : iterable of str, default ()
+            URL prefixes that references may point to besides the opened source (for a
+            reference file whose data you moved). Without it, ``file://`` targets, other
+            hosts and ``..`` are refused with :class:`~xnwb.exceptions.UnsafeReferenceError`.
+        max_chunk_bytes : int, default 4 MiB
+            Largest virtual sub-chunk cut out of contiguous or unfiltered datasets along
+            time when a new index is built, so a short window never fetches a whole
+            dataset. Larger means fewer, bigger reads.
+
+        Returns
+        -------
+        xarray.Dataset
+            Variable ``data`` with dims ``("time", "channel")`` (``("time",)`` for 1-D
+            series), coordinate ``time`` in seconds (a lazy range index for regular series),
+            ``channel`` (electrode ids) and the electrodes table's columns; NWB attributes as
+            attrs. ``encoding["xnwb_open"]`` reports what opening cost (requests, bytes,
+            seconds, whether the index was cached). Nothing of ``data`` is read.
+
+        Raises
+        ------
+        NotNWBError
+            Not HDF5, or HDF5 without NWB.
+        SeriesNotFoundError, NotTimeSeriesError
+            ``group`` missing (or ambiguous default), or not a time series.
+        UnsupportedFilterError
+            A compression filter xnwb cannot decode (named with its dataset).
+        UnsafeReferenceError
+            A reference leaving the opened source, or past its end.
+        FileNotFoundError, ChunkReadError
+            The file cannot be reached.
+        """
         refs, source = _open(
             filename_or_obj,
             storage_options,
@@ -130,6 +195,57 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         lazy_index: bool = True,
     ) -> xr.DataTree:
+        """Open every time series of an NWB file as a DataTree (``xr.open_datatree``).
+
+        One node per series, at its path in the file (``/acquisition/ElectricalSeries``, …),
+        each a Dataset as :meth:`open_dataset` returns; the root node holds the file's
+        attributes (NWB version, identifier, session start and description). The file is
+        indexed once for all nodes.
+
+        Parameters
+        ----------
+        filename_or_obj : str or path
+            The NWB file: a local path, an ``https://`` URL (DANDI asset URLs redirect to
+            signed S3 URLs; they are followed), ``s3://bucket/key`` (``xnwb[s3]``),
+            ``gs://bucket/key`` (``xnwb[gcs]``), any fsspec URL; or a kerchunk/xnwb
+            reference JSON, whose data must then live beside it (same folder or host).
+        drop_variables : str or iterable of str, optional
+            Variables (or coordinates such as ``"group"``) left out of each Dataset.
+        mask_and_scale : bool, default True
+            Decode the stored counts to physical units (``conversion``, ``offset`` and
+            ``channel_conversion`` become CF ``scale_factor``/``add_offset``, applied
+            lazily). ``False`` returns the stored integers untouched.
+        storage_options : dict, optional
+            fsspec options for a remote source and its reference file, e.g.
+            ``{"anon": True}`` (public S3), ``{"token": "anon"}`` (public GCS),
+            ``{"endpoint_url": ...}``; credentials go only where these send them.
+        index : str, path or ReferenceIndex, optional
+            References built earlier for this source (``xnwb index``, or
+            :func:`xnwb.build_index` ``.to_json``): no HDF5 metadata is read, every read goes
+            to ``filename_or_obj``. Each reference must point into that source (see
+            ``allowed_sources``) and end within the file.
+        index_cache : bool or str or path, default True
+            Cache of remote files' indexes: ``True`` uses ``$XNWB_CACHE_DIR`` (else
+            ``~/.cache/xnwb``), a path uses that folder, ``False`` builds the index every
+            time. An entry is used only while the file's size and ETag are unchanged.
+        allowed_sources : iterable of str, default ()
+            URL prefixes that references may point to besides the opened source (for a
+            reference file whose data you moved). Without it, ``file://`` targets, other
+            hosts and ``..`` are refused with :class:`~xnwb.exceptions.UnsafeReferenceError`.
+        max_chunk_bytes : int, default 4 MiB
+            Largest virtual sub-chunk cut out of contiguous or unfiltered datasets along
+            time when a new index is built, so a short window never fetches a whole
+            dataset. Larger means fewer, bigger reads.
+
+        Returns
+        -------
+        xarray.DataTree
+
+        Raises
+        ------
+        NotNWBError, UnsupportedFilterError, UnsafeReferenceError, FileNotFoundError
+            As for :meth:`open_dataset`.
+        """
         refs, source = _open(
             filename_or_obj,
             storage_options,
@@ -165,10 +281,12 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
     def open_groups_as_dict(  # type: ignore[override]
         self, filename_or_obj: str | os.PathLike[Any], **kwargs: Any
     ) -> dict[str, xr.Dataset]:
+        """The nodes of :meth:`open_datatree` as ``{path: Dataset}`` (same keywords)."""
         tree = self.open_datatree(filename_or_obj, **kwargs)
         return {node.path: node.to_dataset() for node in tree.subtree}
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """Whether ``filename_or_obj`` looks like an NWB file (a ``.nwb`` name); never raises."""
         try:
             name = os.fspath(filename_or_obj)
         except TypeError:

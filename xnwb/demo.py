@@ -6,30 +6,114 @@ Needs ``pynwb`` (``pip install 'xnwb[demo]'``).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-__all__ = ["demo_signal", "write_demo_recording"]
+__all__ = ["Burst", "demo_bursts", "demo_signal", "write_demo_recording"]
 
 
-def demo_signal(n_times: int, n_channels: int, rate: float, seed: int = 0) -> np.ndarray:
-    """A synthetic LFP-like signal in volts: theta, gamma bursts, 1/f-ish noise.
+@dataclass(frozen=True)
+class Burst:
+    """An oscillation burst put into the demo signal: which band, where and when.
+
+    Attributes
+    ----------
+    band : str
+        Name of the rhythm ("theta", "beta", "gamma").
+    frequency : float
+        Its frequency in Hz.
+    low, high : float
+        The band (Hz) a summary averages over.
+    channel : int
+        Channel (position and electrode id) that carries it.
+    start, stop : float
+        Seconds from the start of the recording.
+    amplitude : float
+        Peak amplitude in volts.
+    """
+
+    band: str
+    frequency: float
+    low: float
+    high: float
+    channel: int
+    start: float
+    stop: float
+    amplitude: float
+
+
+def demo_bursts(duration: float, n_channels: int) -> list[Burst]:
+    """Where and when the demo signal carries its theta, beta and gamma bursts.
+
+    The bursts sit at fixed fractions of the recording, each on its own channel where there
+    are channels enough (theta on channel 0, beta on the middle one, gamma on the last), so a
+    spectrogram shows each rhythm in one place only.
 
     Examples
     --------
-    >>> demo_signal(1000, 4, 1000.0).shape
-    (1000, 4)
+    >>> [(b.band, b.channel, b.start, b.stop) for b in demo_bursts(20.0, 16)]
+    [('theta', 0, 4.0, 7.0), ('beta', 8, 10.0, 11.0), ('gamma', 15, 15.0, 15.6)]
+    >>> [b.channel for b in demo_bursts(10.0, 1)]
+    [0, 0, 0]
+    """
+    last = n_channels - 1
+    plan = [  # band, Hz, band edges, channel, start and length as fractions of the record
+        ("theta", 7.0, 5.0, 9.0, 0, 0.20, 0.15, 60e-6),
+        ("beta", 20.0, 15.0, 25.0, n_channels // 2, 0.50, 0.05, 30e-6),
+        ("gamma", 60.0, 45.0, 75.0, last, 0.75, 0.03, 20e-6),
+    ]
+    return [
+        Burst(band, f, lo, hi, ch, round(a * duration, 6), round((a + n) * duration, 6), amp)
+        for band, f, lo, hi, ch, a, n, amp in plan
+    ]
+
+
+def demo_signal(n_times: int, n_channels: int, rate: float, seed: int = 0) -> np.ndarray:
+    """A synthetic LFP-like signal in volts: a 1/f background with theta, beta, gamma bursts.
+
+    The background has a power spectrum falling as 1/f (about 20 µV rms per channel), as
+    recorded field potentials do; the bursts are those of :func:`demo_bursts`, each a
+    sinusoid under a smooth (Tukey) envelope.
+
+    Examples
+    --------
+    >>> x = demo_signal(20_000, 4, 1000.0)
+    >>> x.shape, bool(15e-6 < x[:, 1].std() < 40e-6)
+    ((20000, 4), True)
     """
     rng = np.random.default_rng(seed)
+    duration = n_times / rate
+    spectrum = np.fft.rfft(rng.standard_normal((n_times, n_channels)), axis=0)
+    f = np.fft.rfftfreq(n_times, 1.0 / rate)
+    spectrum *= 1.0 / np.sqrt(np.maximum(f, 1.0))[:, None]  # power ∝ 1/f above 1 Hz
+    spectrum[0] = 0.0
+    background = np.fft.irfft(spectrum, n=n_times, axis=0)
+    background *= 20e-6 / max(float(background.std()), 1e-30)
     t = np.arange(n_times) / rate
-    theta = 80e-6 * np.sin(2 * np.pi * 7.0 * t)[:, None] * rng.uniform(0.5, 1.5, n_channels)
-    burst = np.exp(-(((t % 2.0) - 1.0) ** 2) / (2 * 0.1**2))
-    gamma = 20e-6 * (burst * np.sin(2 * np.pi * 40.0 * t))[:, None]
-    noise = np.cumsum(rng.normal(0, 2e-6, (n_times, n_channels)), axis=0)
-    noise -= np.linspace(noise[0], noise[-1], n_times)
-    return theta + gamma + noise
+    for burst in demo_bursts(duration, n_channels):
+        inside = (t >= burst.start) & (t < burst.stop)
+        envelope = np.zeros(n_times)
+        envelope[inside] = _tukey(int(inside.sum()))
+        background[:, burst.channel] += (
+            burst.amplitude * envelope * np.sin(2 * np.pi * burst.frequency * t)
+        )
+    return background
+
+
+def _tukey(n: int, taper: float = 0.25) -> np.ndarray:
+    """A window flat in the middle with cosine edges (``taper`` of its length each side)."""
+    if n <= 0:
+        return np.zeros(0)
+    x = np.linspace(0.0, 1.0, n)
+    w = np.ones(n)
+    edge = x < taper
+    w[edge] = 0.5 * (1 - np.cos(np.pi * x[edge] / taper))
+    edge = x > 1 - taper
+    w[edge] = 0.5 * (1 - np.cos(np.pi * (1 - x[edge]) / taper))
+    return w
 
 
 def write_demo_recording(
@@ -74,7 +158,9 @@ def write_demo_recording(
 
     Examples
     --------
-    >>> p = write_demo_recording(tmp_path / "demo.nwb", duration=1.0, n_channels=4)
+    >>> import os, tempfile
+    >>> p = write_demo_recording(os.path.join(tempfile.mkdtemp(), "demo.nwb"),
+    ...                          duration=1.0, n_channels=4)
     >>> p.endswith("demo.nwb")
     True
     """

@@ -156,3 +156,14 @@ class ReferenceWarning(XnwbWarning):
 
 
 __all__ += ["MalformedReferenceError", "ReferenceWarning"]
+
+
+class ResultError(XnwbError, ValueError):
+    """A saved result (``xnwb tfr`` output) that cannot be used as asked."""
+
+
+class IncompleteResultError(ResultError):
+    """A result store whose writing was interrupted: resume it before reading it."""
+
+
+__all__ += ["IncompleteResultError", "ResultError"]

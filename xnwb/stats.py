@@ -193,7 +193,7 @@ def moments(x: Any, axis: int = -1, *, progress: bool = True) -> Moments:
     axis : int
         The axis reduced (time).
     progress : bool
-        Show dask's progress bar for passes longer than a second (local schedulers).
+        Show a progress bar for passes longer than a second (also on ``distributed``).
 
     Returns
     -------
@@ -283,9 +283,8 @@ def _token(x: Any, axis: int) -> str:
 
 
 def _compute(arr: Any, progress: bool) -> np.ndarray:
-    if not progress:
-        return np.asarray(arr.compute())
-    from dask.diagnostics import ProgressBar
+    # xnwb.progress draws dask's bar locally and distributed's bar on a cluster.
+    from xnwb.progress import compute
 
-    with ProgressBar(minimum=1.0, dt=0.5):
-        return np.asarray(arr.compute())
+    (result,) = compute(arr, progress=progress)
+    return np.asarray(result)

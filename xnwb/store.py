@@ -45,8 +45,9 @@ class ReferenceStore(Store):
 
     Examples
     --------
-    >>> import zarr, xnwb, xnwb.demo
-    >>> path = xnwb.demo.write_demo_recording(tmp_path / "rec.nwb", duration=1.0)
+    >>> import os, tempfile, zarr, xnwb, xnwb.demo
+    >>> folder = tempfile.mkdtemp()
+    >>> path = xnwb.demo.write_demo_recording(os.path.join(folder, "rec.nwb"), duration=1.0)
     >>> group = zarr.open_group(ReferenceStore(xnwb.build_index(path)), mode="r")
     >>> group["acquisition/ElectricalSeries/data"].shape
     (1000, 8)

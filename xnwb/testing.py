@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CountingScheduler", "ReadCounter", "counted_array", "raise_if_dask_computes"]
+__all__ = [
+    "CountingScheduler",
+    "FileServer",
+    "ReadCounter",
+    "counted_array",
+    "raise_if_dask_computes",
+    "serve_files",
+]
 
 
 class CountingScheduler:
@@ -145,3 +152,79 @@ def counted_array(
     )
     counter.reset()  # from_array peeks at the data to learn its type
     return arr, counter
+
+
+class FileServer:
+    """A local HTTP server of one folder's files (see :func:`serve_files`).
+
+    Attributes
+    ----------
+    url : str
+        Base URL, ``http://127.0.0.1:PORT``; a file's URL is ``f"{url}/{name}"``.
+    """
+
+    def __init__(self, folder: str | Any) -> None:
+        import asyncio
+        import os
+
+        from aiohttp import web
+
+        self._loop = asyncio.new_event_loop()
+        # The loop runs in its own thread from the start: the caller's thread may already run
+        # one (a Jupyter kernel does), and a thread cannot run two.
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="xnwb-serve-files", daemon=True
+        )
+        self._thread.start()
+        app = web.Application()
+        app.router.add_static("/", os.fspath(folder))
+        self._runner = web.AppRunner(app, access_log=None)
+
+        async def start() -> int:
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            return int(self._runner.addresses[0][1])
+
+        port = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=30)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        import asyncio
+
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> FileServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_files(folder: str | Any) -> FileServer:
+    """Serve the files of ``folder`` over HTTP on ``127.0.0.1``, in a background thread.
+
+    A stand-in for a web or cloud server in examples and tests: byte-range requests are
+    honoured (aiohttp's static files), as on S3, GCS or the DANDI archive, so
+    ``xr.open_dataset(url, engine="nwbzarr")`` reads just the ranges it needs. Use it as a
+    context manager, or call ``close()`` when done.
+
+    Examples
+    --------
+    >>> import os, tempfile, urllib.request
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "hello.txt"), "w") as f:
+    ...     _ = f.write("hello, range")
+    >>> with serve_files(folder) as server:
+    ...     request = urllib.request.Request(f"{server.url}/hello.txt",
+    ...                                      headers={"Range": "bytes=7-11"})
+    ...     urllib.request.urlopen(request).read()
+    b'range'
+    """
+    return FileServer(folder)
