@@ -46,6 +46,9 @@ def big(tmp_path):
 
 
 def _open(path, cache, **kwargs):
+    # The full index at open, so the entry is written before open_dataset returns; the
+    # lazy index's entry (written when its background completion ends) is tested below.
+    kwargs.setdefault("lazy_index", False)
     return xr.open_dataset(
         path, engine="nwbzarr", index_cache=cache, mask_and_scale=False, **kwargs
     )
@@ -71,6 +74,22 @@ def test_local_index_is_cached_and_used(big, tmp_path):
     link.symlink_to(path)
     assert _open(link, cache).encoding["xnwb_open"]["index_cached"] is True
     assert len(list(cache.glob("*.npz"))) == 1
+
+
+def test_lazy_local_index_is_cached_once_complete(big, tmp_path):
+    from xnwb.lazyindex import index_completion
+
+    path, data = big
+    cache = tmp_path / "cache"
+    first = _open(path, cache, lazy_index=True)
+    np.testing.assert_array_equal(first.data[:10].values, data[:10])
+    completion = index_completion(path)
+    assert completion is not None
+    completion.wait()
+    _entry(cache)
+    again = _open(path, cache, lazy_index=True)
+    assert again.encoding["xnwb_open"]["index_cached"] is True
+    np.testing.assert_array_equal(again.data.values, data)
 
 
 def test_small_local_index_is_not_worth_an_entry(nwb_writer, tmp_path):
@@ -264,7 +283,7 @@ def test_full_disk_while_writing_the_entry(big, tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = xr.open_dataset(sys.argv[1], engine="nwbzarr", index_cache=sys.argv[2],
-                                 mask_and_scale=False)
+                                 lazy_index=False, mask_and_scale=False)
             values = ds.data.values
         assert np.array_equal(values, np.load(sys.argv[3])), "wrong values"
         print([str(w.message) for w in caught if w.category.__name__ == "CacheWarning"])
@@ -285,7 +304,8 @@ def test_two_processes_building_one_entry_leave_a_valid_entry(big, tmp_path):
     cache = tmp_path / "cache"
     script = """
         import sys, xarray as xr
-        ds = xr.open_dataset(sys.argv[1], engine="nwbzarr", index_cache=sys.argv[2])
+        ds = xr.open_dataset(sys.argv[1], engine="nwbzarr", index_cache=sys.argv[2],
+                             lazy_index=False)
         print(ds.encoding["xnwb_open"]["index_cached"])
     """
     env = dict(os.environ, PYTHONPATH=os.fspath(ROOT))
