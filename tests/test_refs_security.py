@@ -155,7 +155,7 @@ def test_allowed_sources_match_whole_path_segments(rec, tmp_path):
     path, data, doc = rec
     data2 = tmp_path / "data2"
     data2.mkdir()
-    shutil.copy(path, data2 / "rec.nwb")
+    shutil.copy2(path, data2 / "rec.nwb")
     json_dir = tmp_path / "json"
     json_dir.mkdir()
     refs = _write(_retarget(doc, str(data2 / "rec.nwb")), json_dir / "refs.json")

@@ -288,13 +288,13 @@ def open_source(
             data_url = url
         refs.source = data_url
         byte_source = ByteSource(data_url, storage_options)
-        # A saved index is held to the version it was built from; then every read is
-        # held to the version opened now.
-        refs.info["identity"] = byte_source.pin(_recorded_identity(refs))
         size = byte_source.fingerprint().size
         if index is None:
             _check_hdf5(byte_source, size, repr(data_url))
         _check_extent(refs, size)
+        # A saved index is held to the version it was built from; then every read is
+        # held to the version opened now.
+        refs.info["identity"] = byte_source.pin(_recorded_identity(refs))
         check_nwb(refs, repr(url))
         refs.info["open"] = _report(byte_source, tic, cached=True)
         return refs, byte_source

@@ -145,6 +145,11 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
             Largest virtual sub-chunk cut out of contiguous or unfiltered datasets along
             time when a new index is built, so a short window never fetches a whole
             dataset. Larger means fewer, bigger reads.
+        lazy_index : bool, default True
+            Read the chunk index of big chunked datasets on demand: a window fetches only
+            the B-tree nodes over it, and the full index is completed in a background
+            thread after the first read (then cached). ``False`` lists every chunk before
+            returning, as a whole pass or a distributed run may prefer.
 
         Returns
         -------
@@ -236,6 +241,11 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
             Largest virtual sub-chunk cut out of contiguous or unfiltered datasets along
             time when a new index is built, so a short window never fetches a whole
             dataset. Larger means fewer, bigger reads.
+        lazy_index : bool, default True
+            Read the chunk index of big chunked datasets on demand: a window fetches only
+            the B-tree nodes over it, and the full index is completed in a background
+            thread after the first read (then cached). ``False`` lists every chunk before
+            returning, as a whole pass or a distributed run may prefer.
 
         Returns
         -------
