@@ -28,6 +28,50 @@ __all__ = ["NWBZarrBackendEntrypoint"]
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
+#: The parameters ``open_dataset`` and ``open_datatree`` share, documented once.
+_SHARED_PARAMETERS = """\
+        mask_and_scale : bool, default True
+            Decode the stored counts to physical units (``conversion``, ``offset`` and
+            ``channel_conversion`` become CF ``scale_factor``/``add_offset``, applied
+            lazily). ``False`` returns the stored integers untouched.
+        storage_options : dict, optional
+            fsspec options for a remote source and its reference file, e.g.
+            ``{"anon": True}`` (public S3), ``{"token": "anon"}`` (public GCS),
+            ``{"endpoint_url": ...}``; credentials go only where these send them.
+        index : str, path or ReferenceIndex, optional
+            References built earlier for this source (``xnwb index``, or
+            :func:`xnwb.build_index` ``.to_json``): no HDF5 metadata is read, every read goes
+            to ``filename_or_obj``. Each reference must point into that source (see
+            ``allowed_sources``) and end within the file.
+        index_cache : bool or str or path, default True
+            Cache of indexes (remote files, and local ones of at least 10,000 chunks):
+            ``True`` uses ``$XNWB_CACHE_DIR`` (else ``~/.cache/xnwb``), a path uses that
+            folder, ``False`` builds the index every time. An entry is used only for the
+            same version of the file (see :mod:`xnwb.cache`).
+        allowed_sources : iterable of str, default ()
+            Places (URLs or folders, matched by scheme, host, port and whole path
+            segments) that references may point to besides the opened source (for a
+            reference file whose data you moved). Without it, ``file://`` targets, other
+            hosts and ``..`` are refused with :class:`~xnwb.exceptions.UnsafeReferenceError`.
+        max_chunk_bytes : int, default 4 MiB
+            Largest virtual sub-chunk cut out of contiguous or unfiltered datasets along
+            time when a new index is built, so a short window never fetches a whole
+            dataset. Larger means fewer, bigger reads.
+        lazy_index : bool, default True
+            Read the chunk index of big chunked datasets on demand: a window fetches only
+            the B-tree nodes over it, and the full index is completed in a background
+            thread after the first read (then cached). ``False`` lists every chunk before
+            returning, as a whole pass or a distributed run may prefer.
+"""
+
+
+def _shared_parameters(method: Any) -> Any:
+    """Fill the ``{shared_parameters}`` place of ``method``'s docstring."""
+    if method.__doc__:  # ``python -OO`` strips docstrings
+        method.__doc__ = method.__doc__.replace("        {shared_parameters}\n", _SHARED_PARAMETERS)
+    return method
+
+
 class NWBZarrBackendEntrypoint(BackendEntrypoint):
     """Open NWB time series from HDF5 files through Zarr references.
 
@@ -90,6 +134,7 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         "lazy_index",
     )
 
+    @_shared_parameters
     def open_dataset(  # type: ignore[override]
         self,
         filename_or_obj: str | os.PathLike[Any],
@@ -120,36 +165,7 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
             (``xnwb.list_series`` or ``xnwb info`` list them; a leading ``/`` is fine).
             Default: the file's only ElectricalSeries under ``acquisition``, else its only
             time series; with several, the error lists them.
-        mask_and_scale : bool, default True
-            Decode the stored counts to physical units (``conversion``, ``offset`` and
-            ``channel_conversion`` become CF ``scale_factor``/``add_offset``, applied
-            lazily). ``False`` returns the stored integers untouched.
-        storage_options : dict, optional
-            fsspec options for a remote source and its reference file, e.g.
-            ``{"anon": True}`` (public S3), ``{"token": "anon"}`` (public GCS),
-            ``{"endpoint_url": ...}``; credentials go only where these send them.
-        index : str, path or ReferenceIndex, optional
-            References built earlier for this source (``xnwb index``, or
-            :func:`xnwb.build_index` ``.to_json``): no HDF5 metadata is read, every read goes
-            to ``filename_or_obj``. Each reference must point into that source (see
-            ``allowed_sources``) and end within the file.
-        index_cache : bool or str or path, default True
-            Cache of remote files' indexes: ``True`` uses ``$XNWB_CACHE_DIR`` (else
-            ``~/.cache/xnwb``), a path uses that folder, ``False`` builds the index every
-            time. An entry is used only while the file's size and ETag are unchanged.
-        allowed_sources : iterable of str, default ()
-            URL prefixes that references may point to besides the opened source (for a
-            reference file whose data you moved). Without it, ``file://`` targets, other
-            hosts and ``..`` are refused with :class:`~xnwb.exceptions.UnsafeReferenceError`.
-        max_chunk_bytes : int, default 4 MiB
-            Largest virtual sub-chunk cut out of contiguous or unfiltered datasets along
-            time when a new index is built, so a short window never fetches a whole
-            dataset. Larger means fewer, bigger reads.
-        lazy_index : bool, default True
-            Read the chunk index of big chunked datasets on demand: a window fetches only
-            the B-tree nodes over it, and the full index is completed in a background
-            thread after the first read (then cached). ``False`` lists every chunk before
-            returning, as a whole pass or a distributed run may prefer.
+        {shared_parameters}
 
         Returns
         -------
@@ -187,6 +203,7 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         ds.encoding["xnwb_open"] = refs.info.get("open", {})
         return _drop(ds, drop_variables)
 
+    @_shared_parameters
     def open_datatree(  # type: ignore[override]
         self,
         filename_or_obj: str | os.PathLike[Any],
@@ -216,36 +233,7 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
             reference JSON, whose data must then live beside it (same folder or host).
         drop_variables : str or iterable of str, optional
             Variables (or coordinates such as ``"group"``) left out of each Dataset.
-        mask_and_scale : bool, default True
-            Decode the stored counts to physical units (``conversion``, ``offset`` and
-            ``channel_conversion`` become CF ``scale_factor``/``add_offset``, applied
-            lazily). ``False`` returns the stored integers untouched.
-        storage_options : dict, optional
-            fsspec options for a remote source and its reference file, e.g.
-            ``{"anon": True}`` (public S3), ``{"token": "anon"}`` (public GCS),
-            ``{"endpoint_url": ...}``; credentials go only where these send them.
-        index : str, path or ReferenceIndex, optional
-            References built earlier for this source (``xnwb index``, or
-            :func:`xnwb.build_index` ``.to_json``): no HDF5 metadata is read, every read goes
-            to ``filename_or_obj``. Each reference must point into that source (see
-            ``allowed_sources``) and end within the file.
-        index_cache : bool or str or path, default True
-            Cache of remote files' indexes: ``True`` uses ``$XNWB_CACHE_DIR`` (else
-            ``~/.cache/xnwb``), a path uses that folder, ``False`` builds the index every
-            time. An entry is used only while the file's size and ETag are unchanged.
-        allowed_sources : iterable of str, default ()
-            URL prefixes that references may point to besides the opened source (for a
-            reference file whose data you moved). Without it, ``file://`` targets, other
-            hosts and ``..`` are refused with :class:`~xnwb.exceptions.UnsafeReferenceError`.
-        max_chunk_bytes : int, default 4 MiB
-            Largest virtual sub-chunk cut out of contiguous or unfiltered datasets along
-            time when a new index is built, so a short window never fetches a whole
-            dataset. Larger means fewer, bigger reads.
-        lazy_index : bool, default True
-            Read the chunk index of big chunked datasets on demand: a window fetches only
-            the B-tree nodes over it, and the full index is completed in a background
-            thread after the first read (then cached). ``False`` lists every chunk before
-            returning, as a whole pass or a distributed run may prefer.
+        {shared_parameters}
 
         Returns
         -------

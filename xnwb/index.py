@@ -19,7 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from xnwb.chunklist import read_chunk_btree
+from xnwb.chunklist import object_address, read_chunk_btree
 from xnwb.codecs import encode_chunk, hdf5_filters_to_codecs
 from xnwb.exceptions import ChunkReadError, NotNWBError, UnsupportedFilterError
 from xnwb.refs import ArrayRef, ReferenceIndex
@@ -94,7 +94,7 @@ def index_hdf5(
         obj = h5file.get(name)
         if obj is None:
             return
-        key = _object_address(obj)
+        key = object_address(obj)
         if key in seen:
             soft_links[name] = seen[key]  # a second hard link to the same object
             return
@@ -135,20 +135,6 @@ class XnwbIndexWarning(UserWarning):
 
 class _Skip(Exception):
     """A dataset the index leaves out, with the reason."""
-
-
-def _object_address(obj: Any) -> int:
-    """The address of an object's header: its identity within the file.
-
-    ``H5Gget_objinfo`` rather than ``H5Oget_info``: the latter also sums the size of a
-    chunked dataset's B-tree, which walks every node of it (0.2 s locally for a
-    million chunks, and requests over a network).
-    """
-    try:
-        low, high = h5py.h5g.get_objinfo(obj.id).objno
-        return int(low) | (int(high) << 32)  # ``high`` is non-zero only where long is 32 bits
-    except (AttributeError, RuntimeError, KeyError):  # a build without the 1.8 API
-        return int(h5py.h5o.get_info(obj.id).addr)
 
 
 def _ref_name(h5file: h5py.File, ref: Any) -> str:
@@ -464,7 +450,7 @@ def _make_lazy(
     ref: ArrayRef, ds: h5py.Dataset, name: str, filters: list[Any], max_chunk_bytes: int, lazy: Any
 ) -> bool:
     """Attach a lazy chunk index to ``ref`` (False: the B-tree is not one it reads)."""
-    tree = lazy.tree_for(_object_address(ds), name)
+    tree = lazy.tree_for(object_address(ds), name)
     if tree is None:
         return False
     if tree.chunk_shape != tuple(ref.chunks) or tree.element_size != ds.dtype.itemsize:
