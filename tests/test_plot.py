@@ -513,3 +513,25 @@ def test_a_window_of_a_long_lazy_time_axis_never_builds_its_pandas_index(monkeyp
     assert fig.axes[0].get_xlim()[0] == pytest.approx(700.0, abs=1e-3)
     with pytest.raises(ValueError, match="outside the recording"):
         select_window(rec, 5000.0, 1.0)
+
+
+def test_outer_traces_are_not_cut_off_by_the_axes():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(2000, 4))
+    values[800:900, 0] += 40.0  # a burst far beyond the robust spacing, top trace
+    values[1200:1300, 3] -= 40.0  # and on the bottom trace
+    window = xr.DataArray(
+        values,
+        dims=("time", "channel"),
+        coords={"time": np.arange(2000) / 1000.0, "channel": [0, 1, 2, 3]},
+        attrs={"unit": "volts"},
+    )
+    fig = plot_window(window, 0.0, 2.0)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    for line in ax.get_lines():
+        y = np.asarray(line.get_ydata(), float)
+        y = y[np.isfinite(y)]
+        if y.size:
+            assert low <= y.min() and y.max() <= high
+    plt.close(fig)

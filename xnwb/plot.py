@@ -346,7 +346,14 @@ def _plot_traces(
         for i in range(n):
             ax.plot(*_envelope(times, values[:, i] + offsets[i]), **style)
         ax.set_yticks(offsets, [str(c) for c in _channel_labels(window)])
-        ax.set_ylim(offsets[-1] - 0.6 * spacing, offsets[0] + 0.6 * spacing)
+        # Robust spacing lets bursts cross neighbouring traces, but the outer traces'
+        # peaks must stay inside the axes rather than be cut off at its edges.
+        top = max(offsets[0] + 0.6 * spacing, _finite_extent(values[:, 0], np.max) + offsets[0])
+        bottom = min(
+            offsets[-1] - 0.6 * spacing, _finite_extent(values[:, -1], np.min) + offsets[-1]
+        )
+        margin = 0.05 * spacing
+        ax.set_ylim(bottom - margin, top + margin)
         ax.set_ylabel("channel" if not quantity else f"channel ({quantity})")
         _scale_bar(ax, spacing, unit, power, base=offsets[-1])
     _time_axis(ax, times)
@@ -672,3 +679,9 @@ def browse(obj: xr.DataArray | xr.Dataset, **kwargs: Any) -> Any:
     from xnwb.browse import browse as _browse
 
     return _browse(obj, **kwargs)
+
+
+def _finite_extent(trace: np.ndarray, reduce: Any) -> float:
+    """``reduce`` (np.max or np.min) of a trace's finite samples; 0 for none."""
+    finite = trace[np.isfinite(trace)]
+    return float(reduce(finite)) if finite.size else 0.0
