@@ -249,3 +249,45 @@ def test_fallback_without_chunk_iter_warns_and_agrees(tmp_path):
             slow = _chunk_locations(OldDataset(), "x")
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _many_chunks(path: Path) -> Path:
+    with h5py.File(path, "w") as f:
+        f.create_dataset("big", data=np.arange(3000 * 4, dtype="i2").reshape(3000, 4),
+                         chunks=(1, 4))  # 3000 chunks
+        f.create_dataset("small", data=np.arange(10.0))
+        f.create_dataset("contiguous", data=np.zeros((5000, 2), "f4"))
+    return path
+
+
+def test_progress_counts_chunks_as_they_are_listed(tmp_path):
+    from xnwb.index import index_hdf5
+
+    path = _many_chunks(tmp_path / "many.h5")
+    reports: list[tuple[int, int]] = []
+    # Through a file object HDF5's chunk_iter lists the chunks (as for remote files).
+    with open(path, "rb") as fobj, h5py.File(fobj, "r") as h5file:
+        refs = index_hdf5(h5file, str(path), progress=lambda d, t: reports.append((d, t)))
+    assert refs.arrays["big"].offsets.size == 3000
+    totals = {t for _, t in reports}
+    assert totals == {3000 + 1 + 1}  # the chunk grid, plus one for each other dataset
+    done = [d for d, _ in reports]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 3002
+    within = [d for d in done if 0 < d < 3000]
+    assert len(set(within)) >= 3000 // 256 - 1  # reported while the chunks are listed
+
+
+def test_cli_index_of_a_remote_file_shows_progress(tmp_path, range_server, monkeypatch, capsys):
+    from xnwb import progress
+    from xnwb.cli import main
+
+    url = range_server.put("many.h5", _many_chunks(tmp_path / "many.h5").read_bytes())
+    monkeypatch.setattr(progress, "MINIMUM_SECONDS", 0.0)
+    assert main(["index", url, "-o", str(tmp_path / "refs.json")]) == 0
+    out = capsys.readouterr().out
+    assert "100% Completed" in out and "indexed" in out
+    assert main(["index", url, "-o", str(tmp_path / "quiet.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Completed" not in out and "indexed" in out
+    refs = ReferenceIndex.from_json(tmp_path / "refs.json")
+    assert int((refs.arrays["big"].offsets >= 0).sum()) == 3000

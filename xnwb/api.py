@@ -16,6 +16,7 @@ from xnwb.index import DEFAULT_INLINE_BYTES, DEFAULT_MAX_CHUNK_BYTES, index_hdf5
 from xnwb.lazyindex import IndexCompletion, LazyPlan, lazy_arrays, preload_top
 from xnwb.nwb import check_nwb, find_series, series_summary, unopenable_series
 from xnwb.places import Place, is_relative, local_target_path, place_of
+from xnwb.progress import count_bar
 from xnwb.refload import load_reference_file
 from xnwb.refs import ReferenceIndex
 from xnwb.remote import split_options
@@ -34,6 +35,7 @@ def build_index(
     inline_bytes: int = DEFAULT_INLINE_BYTES,
     byte_source: ByteSource | None = None,
     lazy: bool = False,
+    progress: bool = False,
 ) -> ReferenceIndex:
     """Walk the HDF5 metadata of ``source`` once and return its references.
 
@@ -56,6 +58,9 @@ def build_index(
         Leave the chunk index of big chunked datasets to be read on demand, a
         window's B-tree nodes at a time (:mod:`xnwb.lazyindex`); ``False`` lists
         every chunk now.
+    progress
+        Show a progress bar (chunks listed of those the datasets can hold) once the
+        walk has lasted a second: :func:`xnwb.progress.count_bar`.
 
     Returns
     -------
@@ -81,7 +86,8 @@ def build_index(
             if lazy:
                 local = byte_source or ByteSource(url)
                 options["lazy"] = LazyPlan(local, _reader(local), file_size=size)
-            index = index_hdf5(h5file, url, file_size=size, **options)
+            with count_bar(progress) as update:
+                index = index_hdf5(h5file, url, file_size=size, progress=update, **options)
         if identity is not None:
             index.info["identity"] = identity  # compared when the index is used (index=)
         return index
@@ -100,7 +106,10 @@ def build_index(
             options["lazy"] = LazyPlan(
                 remote, lambda s, n: bytes(fobj.read_at(s, n)), file_size=fingerprint.size
             )
-        index = index_hdf5(h5file, url, file_size=fingerprint.size, **options)
+        with count_bar(progress) as update:
+            index = index_hdf5(
+                h5file, url, file_size=fingerprint.size, progress=update, **options
+            )
         if lazy:
             preload_top(index, fobj.cached_at)
     index.info.update(

@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("-o", "--output", required=True, metavar="OUT.json",
                        help="file to write (its folder must exist)")
     index.add_argument("--force", action="store_true", help="overwrite OUT.json")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(func=commands.index)
 
     tfr = sub.add_parser("tfr", parents=[source],

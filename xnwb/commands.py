@@ -116,7 +116,7 @@ def index(args: argparse.Namespace) -> int:
     _check_output(args.output, force=args.force)
     options = storage_options(args.storage_options)
     tic = time.perf_counter()
-    refs = xnwb.build_index(args.source, options)
+    refs = xnwb.build_index(args.source, options, progress=not args.quiet)
     if args.group:  # the references cover the file; check the series asked for is in it
         pick_series(refs, args.group)
     refs.to_json(args.output)

@@ -14,6 +14,7 @@ import itertools
 import operator
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import h5py
@@ -32,6 +33,8 @@ DEFAULT_MAX_CHUNK_BYTES = 4 * 2**20
 DEFAULT_INLINE_BYTES = 16 * 2**10
 #: Strings and references are always inlined; beyond this many bytes they are skipped.
 _MAX_INLINE_OBJECT_BYTES = 64 * 2**20
+#: Chunks listed between two progress reports (a remote B-tree leaf holds a few hundred).
+_PROGRESS_EVERY = 256
 
 
 def index_hdf5(
@@ -42,6 +45,7 @@ def index_hdf5(
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     inline_bytes: int = DEFAULT_INLINE_BYTES,
     lazy: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReferenceIndex:
     """Walk an open HDF5 file and return references to all of its datasets.
 
@@ -60,6 +64,11 @@ def index_hdf5(
     lazy
         A :class:`xnwb.lazyindex.LazyPlan`: big chunked datasets then get their chunk
         offsets from the B-tree on demand instead of a full ``chunk_iter`` listing.
+    progress
+        Called as ``progress(done, total)`` while the walk goes on: ``total`` is the number of
+        chunks the file's chunked datasets can hold (other datasets count one each), ``done``
+        how many of them are listed so far. Costs one extra pass over the object headers
+        (the second reads them from h5py's/the block cache's memory).
 
     Returns
     -------
@@ -73,6 +82,7 @@ def index_hdf5(
     soft_links: dict[str, str] = {}
     skipped: dict[str, str] = {}
     failures: list[BaseException] = []
+    counter = _Progress(h5file, progress) if progress is not None else None
 
     def visit(name: str, link: Any) -> Any:
         # h5py turns an exception raised inside this callback into a SystemError:
@@ -102,13 +112,18 @@ def index_hdf5(
         if isinstance(obj, h5py.Group):
             groups[name] = _attrs(obj, h5file)
         elif isinstance(obj, h5py.Dataset):
+            if counter is not None:
+                counter.start(key)
             try:
                 ref = _index_dataset(
-                    obj, name, h5file, file_size, max_chunk_bytes, inline_bytes, lazy
+                    obj, name, h5file, file_size, max_chunk_bytes, inline_bytes, lazy, counter
                 )
             except _Skip as why:
                 skipped[name] = str(why)
                 return
+            finally:
+                if counter is not None:
+                    counter.finish()
             arrays[name] = ref
 
     h5file.visititems_links(visit)
@@ -127,6 +142,50 @@ def index_hdf5(
     if file_size is not None:
         info["size"] = int(file_size)
     return ReferenceIndex(source=source, groups=groups, arrays=arrays, info=info)
+
+
+class _Progress:
+    """Counts the chunks listed against the chunks the file's datasets can hold.
+
+    Each dataset weighs the number of chunks in its grid (one if it is not chunked); its
+    share is counted chunk by chunk while HDF5 lists them and completed when the dataset is
+    done (inlined, lazy or skipped datasets jump to their share at once).
+    """
+
+    def __init__(self, h5file: h5py.File, report: Callable[[int, int], None]) -> None:
+        self.weights: dict[int, int] = {}
+
+        def weigh(_name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                self.weights[object_address(obj)] = _grid_size(obj)
+
+        h5file.visititems(weigh)
+        self.total = sum(self.weights.values())
+        self.report = report
+        self.base = 0  # datasets finished
+        self.weight = 0  # the current dataset's share
+        self.within = 0  # its chunks listed so far
+        report(0, self.total)
+
+    def start(self, key: int) -> None:
+        self.weight = self.weights.get(key, 1)
+        self.within = 0
+
+    def chunks(self, n: int) -> None:
+        self.within = min(self.weight, self.within + n)
+        self.report(self.base + self.within, self.total)
+
+    def finish(self) -> None:
+        self.base = min(self.total, self.base + self.weight)
+        self.weight = self.within = 0
+        self.report(self.base, self.total)
+
+
+def _grid_size(ds: h5py.Dataset) -> int:
+    """How many chunks ``ds``'s chunk grid has (1 for a contiguous or scalar dataset)."""
+    if ds.chunks is None or not ds.shape:
+        return 1
+    return max(1, int(np.prod([-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True)])))
 
 
 class XnwbIndexWarning(UserWarning):
@@ -181,6 +240,7 @@ def _index_dataset(
     max_chunk_bytes: int,
     inline_bytes: int,
     lazy: Any = None,
+    counter: _Progress | None = None,
 ) -> ArrayRef:
     attrs = _attrs(ds, h5file)
     dtype = ds.dtype
@@ -215,7 +275,7 @@ def _index_dataset(
     if layout == h5py.h5d.CONTIGUOUS:
         ref = _contiguous(ds, name, attrs, file_size, max_chunk_bytes)
     else:
-        ref = _chunked(ds, name, h5file, attrs, plist, max_chunk_bytes, lazy)
+        ref = _chunked(ds, name, h5file, attrs, plist, max_chunk_bytes, lazy, counter)
     ref.fill_value = None if fill is None or not np.any(fill) else fill
     if file_size is not None and ref.offsets.size:
         stored = ref.offsets >= 0
@@ -331,7 +391,9 @@ def _contiguous(
     return ref
 
 
-def _chunk_locations(ds: h5py.Dataset, name: str) -> tuple[np.ndarray, ...]:
+def _chunk_locations(
+    ds: h5py.Dataset, name: str, counter: _Progress | None = None
+) -> tuple[np.ndarray, ...]:
     """``(chunk_offsets, byte_offsets, sizes, filter_masks)`` of every stored chunk."""
     ndim = len(ds.shape)
     filename = getattr(getattr(ds, "file", None), "filename", None)
@@ -340,12 +402,21 @@ def _chunk_locations(ds: h5py.Dataset, name: str) -> tuple[np.ndarray, ...]:
         return listed
     infos: list[Any] = []
     if hasattr(ds.id, "chunk_iter"):
-        # A bound builtin as the callback: no Python frame per chunk. The garbage
-        # collector is paused: 100k new tuples would otherwise trigger it repeatedly.
+        # A bound builtin as the callback: no Python frame per chunk (a Python one only
+        # when progress is shown). The garbage collector is paused: 100k new tuples would
+        # otherwise trigger it repeatedly.
+        collect: Callable[[Any], None] = infos.append
+        if counter is not None:
+
+            def collect(info: Any) -> None:
+                infos.append(info)
+                if len(infos) % _PROGRESS_EVERY == 0:
+                    counter.chunks(_PROGRESS_EVERY)
+
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            ds.id.chunk_iter(infos.append)
+            ds.id.chunk_iter(collect)
         finally:
             if was_enabled:
                 gc.enable()
@@ -381,6 +452,7 @@ def _chunked(
     plist: Any,
     max_chunk_bytes: int,
     lazy: Any = None,
+    counter: _Progress | None = None,
 ) -> ArrayRef:
     shape = tuple(ds.shape)
     chunks = tuple(ds.chunks)
@@ -396,7 +468,7 @@ def _chunked(
         if _make_lazy(ref, ds, name, filters, max_chunk_bytes, lazy):
             return ref
 
-    coords, offsets, sizes, masks = _chunk_locations(ds, name)
+    coords, offsets, sizes, masks = _chunk_locations(ds, name, counter)
     if coords.size:
         idx = tuple((coords // np.asarray(chunks)).T)
         ref.offsets[idx] = offsets

@@ -9,10 +9,17 @@ used. Both print ``[####…] | 100% Completed | 1.2s`` to standard output.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["active_client", "compute"]
+__all__ = ["MINIMUM_SECONDS", "active_client", "compute", "count_bar"]
+
+#: Seconds a step must last before its bar appears (short steps stay quiet).
+MINIMUM_SECONDS = 1.0
+#: dask's bar, drawn by tqdm: ``[#####   ] |  60% Completed | 1.2s``.
+_BAR_FORMAT = "[{bar:40}] | {percentage:3.0f}% Completed | {elapsed_s:.1f}s"
 
 
 def active_client() -> Any | None:
@@ -40,7 +47,9 @@ def active_client() -> Any | None:
     return client if getattr(scheduler, "__self__", None) is client else None
 
 
-def compute(*collections: Any, progress: bool = True, minimum: float = 1.0) -> tuple[Any, ...]:
+def compute(
+    *collections: Any, progress: bool = True, minimum: float | None = None
+) -> tuple[Any, ...]:
     """``dask.compute(*collections)``, showing a progress bar while it runs.
 
     Parameters
@@ -50,8 +59,8 @@ def compute(*collections: Any, progress: bool = True, minimum: float = 1.0) -> t
     progress : bool
         Draw the bar. Locally it appears once the work has lasted ``minimum`` seconds; on
         ``distributed`` (:func:`active_client`) it is drawn by :func:`distributed.progress`.
-    minimum : float
-        Seconds before dask's local bar appears (short steps stay quiet).
+    minimum : float, optional
+        Seconds before dask's local bar appears (default :data:`MINIMUM_SECONDS`).
 
     Returns
     -------
@@ -79,5 +88,39 @@ def compute(*collections: Any, progress: bool = True, minimum: float = 1.0) -> t
         return dask.compute(*collections)
     from dask.diagnostics import ProgressBar
 
-    with ProgressBar(minimum=minimum, dt=0.25, out=sys.stdout):
+    wait = MINIMUM_SECONDS if minimum is None else minimum
+    with ProgressBar(minimum=wait, dt=0.25, out=sys.stdout):
         return dask.compute(*collections)
+
+
+@contextlib.contextmanager
+def count_bar(show: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar for work counted as ``(done, total)``, drawn like dask's on standard output.
+
+    Yields the ``update(done, total)`` callback to hand to the work (``None`` when
+    ``show`` is false, so the work skips its counting). The bar appears once the work has
+    lasted :data:`MINIMUM_SECONDS`; it is drawn by :mod:`tqdm` (at most ten times a second).
+
+    Examples
+    --------
+    >>> with count_bar() as update:
+    ...     for done in range(0, 101, 25):
+    ...         update(done, 100)  # quick: no bar is drawn
+    """
+    if not show:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, file=sys.stdout, ascii=" #", bar_format=_BAR_FORMAT,
+               delay=MINIMUM_SECONDS, mininterval=0.1)
+
+    def update(done: int, total: int) -> None:
+        if total != bar.total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -365,10 +366,12 @@ class ReferenceIndex:
         return index
 
     @classmethod
-    def from_json(cls, text_or_path: str, **kwargs: Any) -> ReferenceIndex:
+    def from_json(cls, text_or_path: str | os.PathLike[str], **kwargs: Any) -> ReferenceIndex:
         """Read a kerchunk JSON file (path or URL, read within bounds) or JSON text."""
         from xnwb.refload import load_reference_file, parse_json
 
+        if isinstance(text_or_path, os.PathLike):
+            text_or_path = os.fspath(text_or_path)
         if text_or_path.lstrip().startswith("{"):
             doc = parse_json(text_or_path, "reference JSON text")
             label = "reference JSON text"
