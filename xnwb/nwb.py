@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from xarray.core import indexing
+from xarray.indexes import PandasIndex
 
 from xnwb.array import ReferenceBackendArray
 from xnwb.chunking import dask_chunks
@@ -277,18 +279,37 @@ def _scan_timestamps(ref: ArrayRef, source: ByteSource, label: str, n: int) -> _
 
 
 def _timestamp_defect(stamps: np.ndarray) -> str | None:
-    """NaN/inf or decreasing timestamps, counted, with the first position of each."""
+    """NaN/inf or decreasing timestamps, counted, with the first position of each.
+
+    Scanned a piece at a time: the temporaries stay a few MB however long the series
+    (the stamps themselves are the only full-length array).
+    """
+    n_bad = n_back = 0
+    first_bad = first_back = -1
+    previous = np.nan  # the last finite time seen before the current piece
+    for lo in range(0, stamps.shape[0], _TIMESTAMP_PIECE):
+        piece = stamps[lo : lo + _TIMESTAMP_PIECE]
+        finite = np.isfinite(piece)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            n_bad += bad.size
+            first_bad = lo + int(bad[0]) if first_bad < 0 else first_bad
+        where = np.flatnonzero(finite)
+        if not where.size:
+            continue
+        times = piece[where]
+        back = np.flatnonzero(np.diff(times) < 0) + 1  # repeated times are fine
+        if previous > times[0]:
+            back = np.concatenate([[0], back])
+        if back.size:
+            n_back += back.size
+            first_back = lo + int(where[back[0]]) if first_back < 0 else first_back
+        previous = float(times[-1])
     problems = []
-    bad = np.flatnonzero(~np.isfinite(stamps))
-    if bad.size:
-        problems.append(f"{bad.size} NaN/inf timestamp(s) (first at sample {bad[0]})")
-    finite = np.flatnonzero(np.isfinite(stamps))
-    steps = np.diff(stamps[finite])
-    back = np.flatnonzero(steps < 0)  # repeated times are fine (events at one instant)
-    if back.size:
-        problems.append(
-            f"{back.size} step(s) back in time (first at sample {finite[back[0] + 1]})"
-        )
+    if n_bad:
+        problems.append(f"{n_bad} NaN/inf timestamp(s) (first at sample {first_bad})")
+    if n_back:
+        problems.append(f"{n_back} step(s) back in time (first at sample {first_back})")
     return "; ".join(problems) or None
 
 
@@ -531,7 +552,9 @@ def series_dataset(
             TimeIndex.from_rate(time.start, time.rate, n, dim="time")
         )
     elif time.timestamps is not None:
-        coords = xr.Coordinates({"time": ("time", time.timestamps)})
+        # The stamps as the index itself: xr.Coordinates({"time": stamps}) would copy them.
+        stamps = pd.Index(time.timestamps, copy=False, name="time")
+        coords = xr.Coordinates.from_xindex(PandasIndex(stamps, "time"))
     else:
         coords = xr.Coordinates()
     if "time" in coords:

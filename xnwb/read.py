@@ -29,6 +29,8 @@ _POOL: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 # Decoding a handful of chunks is quicker than handing them to threads.
 _MIN_CHUNKS_FOR_THREADS = 4
+#: Stored bytes fetched at once by one read (more come in further batches).
+_FETCH_BATCH_BYTES = 32 * 2**20
 
 
 def _decode_pool() -> ThreadPoolExecutor:
@@ -134,15 +136,10 @@ def read_selection(
     fetch_at = np.flatnonzero(stored)
     starts = offsets[fetch_at].tolist()
     sizes = lengths[fetch_at].tolist()
-    try:
-        fetched = source.fetch(starts, sizes)
-    except ChunkReadError as err:
-        indices = [_chunk_index(int(n), pieces, counts) for n in fetch_at]
-        raise _name_chunks(err, indices, starts, sizes, path) from err
-    jobs: list[tuple[int, Any]] = list(zip(fetch_at.tolist(), fetched, strict=True))
-    jobs.extend(inline.items())
+    # Inline and never-written chunks need no bytes: they go with the first batch.
+    first_jobs: list[tuple[int, Any]] = list(inline.items())
     missing = np.flatnonzero(~stored).tolist()
-    jobs.extend((n, None) for n in missing if n not in inline)
+    first_jobs.extend((n, None) for n in missing if n not in inline)
 
     codec = ref.codec
     # ``out`` as byte planes lets shuffled chunks be un-shuffled straight into it.
@@ -163,24 +160,73 @@ def read_selection(
                 index = tuple(c for c, _, _ in task)
                 codec.decode_into(raw, out, out_bytes, target, inner, f"chunk {index} of {path!r}")
 
-    # Decode in threads for interactive reads; inside a dask task (not the main
-    # thread) the scheduler already runs one task per core, and a second pool only
-    # makes the threads fight over the cores. The pool gets a few batches per thread,
-    # not one future per chunk (a future costs ~50 us: more than decoding a small chunk).
-    if (
-        len(jobs) >= _MIN_CHUNKS_FOR_THREADS
-        and ref.filters
-        and threading.current_thread() is threading.main_thread()
-    ):
-        pool = _decode_pool()
-        n_batches = min(len(jobs), 4 * pool._max_workers)
-        step = -(-len(jobs) // n_batches)
-        for _ in pool.map(place, [jobs[i : i + step] for i in range(0, len(jobs), step)]):
-            pass
+    def decode(jobs: list[tuple[int, Any]]) -> None:
+        # Decode in threads for interactive reads; inside a dask task (not the main
+        # thread) the scheduler already runs one task per core, and a second pool only
+        # makes the threads fight over the cores. The pool gets a few batches per thread,
+        # not one future per chunk (a future costs ~50 us: more than decoding a small chunk).
+        if (
+            len(jobs) >= _MIN_CHUNKS_FOR_THREADS
+            and ref.filters
+            and threading.current_thread() is threading.main_thread()
+        ):
+            pool = _decode_pool()
+            n_batches = min(len(jobs), 4 * pool._max_workers)
+            step = -(-len(jobs) // n_batches)
+            for _ in pool.map(place, [jobs[i : i + step] for i in range(0, len(jobs), step)]):
+                pass
+        else:
+            place(jobs)
+
+    def fetch(lo: int, hi: int) -> list[tuple[int, Any]]:
+        try:
+            fetched = source.fetch(starts[lo:hi], sizes[lo:hi])
+        except ChunkReadError as err:
+            indices = [_chunk_index(int(n), pieces, counts) for n in fetch_at[lo:hi]]
+            raise _name_chunks(err, indices, starts[lo:hi], sizes[lo:hi], path) from err
+        return list(zip(fetch_at[lo:hi].tolist(), fetched, strict=True))
+
+    # The stored bytes come in batches of at most _FETCH_BATCH_BYTES, the next fetched
+    # while the last is decoded: a big read holds its output plus two batches, not the
+    # output plus every compressed chunk (as much again for incompressible data).
+    bounds = _byte_batches(sizes, _FETCH_BATCH_BYTES)
+    if len(bounds) <= 1:
+        decode((fetch(*bounds[0]) if bounds else []) + first_jobs)
     else:
-        place(jobs)
+        with ThreadPoolExecutor(1, thread_name_prefix="xnwb-fetch") as ahead:
+            pending = ahead.submit(fetch, *bounds[0])
+            for k in range(len(bounds)):
+                jobs = pending.result()
+                if k + 1 < len(bounds):
+                    pending = ahead.submit(fetch, *bounds[k + 1])
+                decode(jobs + first_jobs if k == 0 else jobs)
     ref.chunks_read()
     return out.squeeze(axis=drop) if drop else out
+
+
+def _byte_batches(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """``[(lo, hi), ...]`` runs of ``sizes`` (in order) of at most ``limit`` bytes each.
+
+    A run holds at least one item, so an item larger than ``limit`` is a run of its own.
+
+    Examples
+    --------
+    >>> _byte_batches([4, 4, 4, 9, 1], 8)
+    [(0, 2), (2, 3), (3, 4), (4, 5)]
+    >>> _byte_batches([], 8)
+    []
+    """
+    if not sizes:
+        return []
+    ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
+    bounds = []
+    lo = 0
+    while lo < len(sizes):
+        base = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, base + limit, side="right")))
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
 
 
 def _task(
