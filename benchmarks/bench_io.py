@@ -185,6 +185,17 @@ def bench_window(path: Path, n_windows: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+class _FreeReads:
+    """An array-like whose reads cost nothing (zeros): under dask, what dask alone costs."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        size = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape, strict=True))
+        return np.zeros(size, self.dtype)
+
+
 def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]:
     """A 1 s × 4-channel window through ``chunks={}`` beside the lazy array and h5py.
 
@@ -195,8 +206,11 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
     "coords loaded" is the same ``chunks={}`` Dataset with its electrodes-table coordinates
     loaded into memory once (xarray makes every non-index coordinate a dask array under
     ``chunks=``, and then slices each of them with dask on every selection): it isolates
-    what those coordinates cost a window.
+    what those coordinates cost a window. "dask alone" slices an array of the same shape and
+    dask chunks whose reads cost nothing: dask's own cost per window (graph, optimization,
+    scheduling), the floor of any dask-backed window.
     """
+    import dask.array as da
     import h5py
     import xarray as xr
 
@@ -212,6 +226,9 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
     open_dask = time.perf_counter() - tic
     unindexed = [name for name in dk.coords if name not in dk.xindexes]
     dk_loaded = dk.assign_coords({name: dk[name].variable.compute() for name in unindexed})
+    free = da.from_array(
+        _FreeReads(dk.data.shape, dk.data.dtype), chunks=dk.data.chunks, meta=np.ndarray
+    )
     n_times = lazy.sizes["time"]
     labels = lazy.channel.values[:4]
     rng = np.random.default_rng(7)
@@ -234,6 +251,7 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
         "xnwb chunks={}, sel labels": by_labels(dk),
         "xnwb chunks={}, coords loaded, isel slice": by_slice(dk_loaded),
         "xnwb chunks={}, coords loaded, sel labels": by_labels(dk_loaded),
+        "dask alone (free reads, same chunks), slice": lambda s: free[s : s + rate, 0:4].compute(),
     }
     starts = [int(s) for s in rng.integers(0, n_times - rate, n_windows * len(readers))]
     times: dict[str, list[float]] = {name: [] for name in readers}
@@ -260,7 +278,7 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
     ByteSource.fetch = counted  # type: ignore[method-assign]
     try:
         for name, read in readers.items():
-            if name == "h5py":
+            if name == "h5py" or name.startswith("dask alone"):
                 continue
             fetches, chunks = [], []
             for s in starts[:n_windows]:
@@ -323,6 +341,8 @@ def print_dask_window(results: dict[str, dict[str, float]], n_windows: int) -> N
             .replace("chunks={}", "lazy")
             .replace("one task per stored chunk (before)", "lazy")
         )
+        if name.startswith("dask alone"):  # its cost as a share of the lazy window
+            lazy_name = "xnwb lazy, isel slice"
         ratio = r["ms"] / results[lazy_name]["ms"] if lazy_name in results else float("nan")
         fetches = r.get("fetches", "")
         chunks = r.get("stored_chunks", "")
