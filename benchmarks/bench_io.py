@@ -185,6 +185,17 @@ def bench_window(path: Path, n_windows: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+class _FreeReads:
+    """An array-like whose reads cost nothing (zeros): under dask, what dask alone costs."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        size = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape, strict=True))
+        return np.zeros(size, self.dtype)
+
+
 def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]:
     """A 1 s × 4-channel window through ``chunks={}`` beside the lazy array and h5py.
 
@@ -192,7 +203,14 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
     and for xnwb the fetches and stored chunks one window reads (counted at ``ByteSource.fetch``).
     Two ways to pick the channels: a slice (``isel(channel=slice(0, 4))``, which dask fuses
     into its read) and labels (``sel(channel=[...])``, a list, which goes through dask's take).
+    "coords loaded" is the same ``chunks={}`` Dataset with its electrodes-table coordinates
+    loaded into memory once (xarray makes every non-index coordinate a dask array under
+    ``chunks=``, and then slices each of them with dask on every selection): it isolates
+    what those coordinates cost a window. "dask alone" slices an array of the same shape and
+    dask chunks whose reads cost nothing: dask's own cost per window (graph, optimization,
+    scheduling), the floor of any dask-backed window.
     """
+    import dask.array as da
     import h5py
     import xarray as xr
 
@@ -206,6 +224,11 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
     tic = time.perf_counter()
     dk = xr.open_dataset(path, engine="nwbzarr", chunks={})
     open_dask = time.perf_counter() - tic
+    unindexed = [name for name in dk.coords if name not in dk.xindexes]
+    dk_loaded = dk.assign_coords({name: dk[name].variable.compute() for name in unindexed})
+    free = da.from_array(
+        _FreeReads(dk.data.shape, dk.data.dtype), chunks=dk.data.chunks, meta=np.ndarray
+    )
     n_times = lazy.sizes["time"]
     labels = lazy.channel.values[:4]
     rng = np.random.default_rng(7)
@@ -226,6 +249,9 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
         "xnwb chunks={}, isel slice": by_slice(dk),
         "xnwb lazy, sel labels": by_labels(lazy),
         "xnwb chunks={}, sel labels": by_labels(dk),
+        "xnwb chunks={}, coords loaded, isel slice": by_slice(dk_loaded),
+        "xnwb chunks={}, coords loaded, sel labels": by_labels(dk_loaded),
+        "dask alone (free reads, same chunks), slice": lambda s: free[s : s + rate, 0:4].compute(),
     }
     starts = [int(s) for s in rng.integers(0, n_times - rate, n_windows * len(readers))]
     times: dict[str, list[float]] = {name: [] for name in readers}
@@ -252,7 +278,7 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
     ByteSource.fetch = counted  # type: ignore[method-assign]
     try:
         for name, read in readers.items():
-            if name == "h5py":
+            if name == "h5py" or name.startswith("dask alone"):
                 continue
             fetches, chunks = [], []
             for s in starts[:n_windows]:
@@ -287,6 +313,7 @@ def bench_dask_window(path: Path, n_windows: int) -> dict[str, dict[str, float]]
         "dask_tasks": dk.data.data.npartitions,
         "open_chunks_seconds": open_dask,
         "open_lazy_seconds": open_lazy,
+        "dask_coordinates": len(unindexed),
     }
     return out
 
@@ -298,7 +325,8 @@ def print_dask_window(results: dict[str, dict[str, float]], n_windows: int) -> N
         f"{tuple(info['storage_chunk'])}, dask chunks {tuple(info['dask_chunk'])} "
         f"({info['dask_tasks']} tasks; open: lazy {info['open_lazy_seconds']:.2f} s, chunks={{}} "
         f"{info['open_chunks_seconds']:.2f} s); median of {n_windows} random windows; before: "
-        f"{info['old_tasks']:,} tasks ({info['old_chunk_seconds']:.2f} s to chunk)"
+        f"{info['old_tasks']:,} tasks ({info['old_chunk_seconds']:.2f} s to chunk); "
+        f"{info['dask_coordinates']} non-index coordinates made dask arrays by chunks={{}}"
     )
     print(
         "| tool | ms | × h5py | × lazy | fetches | stored chunks read |\n"
@@ -308,9 +336,13 @@ def print_dask_window(results: dict[str, dict[str, float]], n_windows: int) -> N
     for name, r in results.items():
         if name == "file":
             continue
-        lazy_name = name.replace("chunks={}", "lazy").replace(
-            "one task per stored chunk (before)", "lazy"
+        lazy_name = (
+            name.replace("chunks={}, coords loaded", "lazy")
+            .replace("chunks={}", "lazy")
+            .replace("one task per stored chunk (before)", "lazy")
         )
+        if name.startswith("dask alone"):  # its cost as a share of the lazy window
+            lazy_name = "xnwb lazy, isel slice"
         ratio = r["ms"] / results[lazy_name]["ms"] if lazy_name in results else float("nan")
         fetches = r.get("fetches", "")
         chunks = r.get("stored_chunks", "")

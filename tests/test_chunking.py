@@ -23,6 +23,7 @@ from tests.conftest import write_nwb
 from xnwb.chunking import MIN_CHUNK_BYTES, dask_chunks
 from xnwb.lazyindex import index_completion
 from xnwb.source import ByteSource
+from xnwb.testing import raise_if_dask_computes
 
 DATA = "acquisition/ElectricalSeries/data"
 RATE = 30_000.0
@@ -255,6 +256,36 @@ def test_a_window_by_label_reads_one_storage_column(wide, fetch_log):
     assert window.shape == (30_000, 2)
     assert fetch_log == [15]  # one fetch: 15 stored chunks of channels 8-15
     np.testing.assert_array_equal(window.values, _h5(path, slice(60_000, 90_000), [9, 10]))
+
+
+def test_electrode_coordinates_are_dask_under_chunks_and_load_once(wide, fetch_log):
+    """xarray makes every non-index coordinate a dask array under ``chunks=`` (no backend can
+    keep them numpy: only index coordinates are spared), and slices each with dask on every
+    selection, the largest cost of a window through ``chunks={}`` beyond the lazy array
+    (docs/benchmarks.md). Loading them once, as the guide shows, reads no sample, keeps
+    ``data`` lazy, and a window then reads the same stored chunks and computes once.
+    """
+    path, _ = wide
+    ds = xr.open_dataset(path, engine="nwbzarr", chunks={})
+    columns = [name for name in ds.coords if name not in ds.xindexes]
+    assert {"location", "x", "y", "z"} <= set(columns)
+    assert all(ds[name].chunks is not None for name in columns)
+    assert ds.channel.chunks is None  # the index coordinate stays in memory
+
+    fetch_log.clear()
+    loaded = ds.assign_coords({name: ds[name].variable.compute() for name in columns})
+    assert fetch_log == []  # the columns were read at open; loading them reads nothing
+    assert all(isinstance(loaded[name].variable.data, np.ndarray) for name in columns)
+    np.testing.assert_array_equal(loaded.x.values, 1.0 * np.arange(64))
+    assert loaded.data.chunks == ds.data.chunks
+
+    with raise_if_dask_computes(max_computes=1):
+        window = loaded.data.sel(time=slice(2.0, 2.0 + 29_999 / RATE), channel=[109, 110])
+        assert isinstance(window.location.variable.data, np.ndarray)
+        values = window.values
+    assert fetch_log == [15]  # as without loading: channels 8-15 of 15 stored chunks
+    np.testing.assert_array_equal(values, _h5(path, slice(60_000, 90_000), [9, 10]))
+    assert list(window.location.values) == ["site9", "site10"]
 
 
 def test_a_whole_pass_reads_every_stored_chunk_once(wide, fetch_log):
