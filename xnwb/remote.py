@@ -55,6 +55,8 @@ _EXTRAS = {
     "gs": ("gcsfs", "gcs"),
     "gcs": ("gcsfs", "gcs"),
 }
+_S3 = ("s3", "s3a")
+_GCS = ("gs", "gcs")
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 #: Requests in flight per remote object and process.
 DEFAULT_CONCURRENCY = 16
@@ -470,12 +472,31 @@ class RemoteObject:
                 f"{value!r}"
             )
 
-    async def _get_other(self, start: int, end: int) -> bytes:
+    def _pinned_generation(self) -> str | None:
+        """The pinned GCS generation (the version tag of a ``gs://`` object)."""
+        tag = (self.pinned or {}).get("tag")
+        return tag if self.protocol in _GCS and tag and str(tag).isdigit() else None
+
+    async def _read_other(self, start: int, end: int) -> bytes:
+        """One GET; on s3/gs conditional on the pinned version and its answer checked."""
+        from xnwb import buckets
+
         fs = self._filesystem()
+        if self.protocol in _S3:
+            answer = await buckets.s3_range(fs, self.url, start, end, self._pinned_etag())
+        elif self.protocol in _GCS:
+            answer = await buckets.gcs_range(fs, self.url, start, end, self._pinned_generation())
+        else:
+            return await fs._cat_file(self.url, start=start, end=end)
+        if answer.content_range is not None:
+            self._check_content_range(answer.content_range, start, end)
+        return answer.body
+
+    async def _get_other(self, start: int, end: int) -> bytes:
         budget = self.connect_timeout + self.read_timeout + (end - start) / _MIN_THROUGHPUT
         try:
-            body = await asyncio.wait_for(fs._cat_file(self.url, start=start, end=end), budget)
-        except (FileNotFoundError, PermissionError):
+            body = await asyncio.wait_for(self._read_other(start, end), budget)
+        except (FileNotFoundError, PermissionError, ChunkReadError):
             raise
         except Exception as err:
             transient = self._transient_from(err)
