@@ -15,6 +15,7 @@ the emulator's own object metadata. What the bare emulator allows is tested agai
 from __future__ import annotations
 
 import json
+import pickle
 from urllib.parse import quote
 
 import numpy as np
@@ -26,6 +27,7 @@ from multidict import CIMultiDict
 from tests.conftest import counts
 from tests.loopback import CountingProxy, GCSRemote, S3Remote
 from xnwb.exceptions import SourceChangedError
+from xnwb.source import ByteSource
 
 _GENERATION = web.RequestKey("generation", str)
 
@@ -210,3 +212,25 @@ def test_unchanged_object_reads_one_request_per_window(kind, pair, tmp_path, req
         )
         assert server.count() == server.count(ranged=True) == 1
     np.testing.assert_array_equal(ds.data.values, data)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs_like"])
+def test_a_worker_reads_conditionally_without_a_version_request(kind, pair, request):
+    """A pickled source (as a dask worker gets it) reads with the pinned condition from its
+    first request on: one request per read, and a replacement is refused by that request."""
+    remote = request.getfixturevalue("s3_remote" if kind == "s3" else "gcs_like")
+    (path, _), (new_path, _) = pair
+    url = remote.upload("rec.nwb", path)
+    source = ByteSource(url, remote.storage_options)
+    source.pin()
+    shipped = pickle.dumps(source)
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    remote.server.reset()
+    assert bytes(pickle.loads(shipped).fetch([1000], [64])[0]) == head[1000:1064]
+    assert remote.server.count() == 1
+    remote.upload("rec.nwb", new_path)
+    remote.server.reset()
+    with pytest.raises(SourceChangedError, match="412"):
+        pickle.loads(shipped).fetch([1000], [64])
+    assert remote.server.count() == 1

@@ -542,7 +542,10 @@ class RemoteObject:
         """Bytes ``[start, end)``, retried on transient failures, length-checked."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
-        if self._target is None and (self.is_http or self.pinned is not None):
+        # A process's first read checks the pinned version with one metadata request,
+        # unless every s3/gs read is conditional on it anyway (ETag or generation).
+        conditional = self._pinned_etag() if self.protocol in _S3 else self._pinned_generation()
+        if self._target is None and (self.is_http or (self.pinned is not None and not conditional)):
             await self.resolve()
         getter = self._get_http if self.is_http else self._get_other
 
