@@ -23,7 +23,10 @@ or any other fsspec async filesystem, on fsspec's event loop:
   ``If-Match`` with a strong ETag (412 means the object was replaced), and every
   response's ETag/Last-Modified and total size are compared with the pinned ones;
   a change raises :class:`~xnwb.exceptions.SourceChangedError`. On s3:// and gs://
-  the ETag/generation is compared once per process (the first read), not per range.
+  every ranged GET is conditional on the pinned version (S3 ``IfMatch`` with the ETag,
+  GCS ``ifGenerationMatch`` with the generation: 412 means replaced), and each answer's
+  ETag / ``x-goog-generation`` and ``Content-Range`` (range and total size) are checked
+  (:mod:`xnwb.buckets`); no metadata request is added, none per range, none per process.
 
 The timeouts and the retry policy are set through ``storage_options`` (xnwb takes
 these keys out before the rest goes to fsspec): ``connect_timeout`` (s, default 10),
