@@ -485,6 +485,8 @@ class RemoteObject:
         from xnwb import buckets
 
         fs = self._filesystem()
+        if end <= start:
+            return b""  # nothing to ask for (and "bytes=5-4" would mean the whole object)
         if self.protocol in _S3:
             answer = await buckets.s3_range(fs, self.url, start, end, self._pinned_etag())
         elif self.protocol in _GCS:
