@@ -23,7 +23,10 @@ or any other fsspec async filesystem, on fsspec's event loop:
   ``If-Match`` with a strong ETag (412 means the object was replaced), and every
   response's ETag/Last-Modified and total size are compared with the pinned ones;
   a change raises :class:`~xnwb.exceptions.SourceChangedError`. On s3:// and gs://
-  the ETag/generation is compared once per process (the first read), not per range.
+  every ranged GET is conditional on the pinned version (S3 ``IfMatch`` with the ETag,
+  GCS ``ifGenerationMatch`` with the generation: 412 means replaced), and each answer's
+  ETag / ``x-goog-generation`` and ``Content-Range`` (range and total size) are checked
+  (:mod:`xnwb.buckets`); no metadata request is added, none per range, none per process.
 
 The timeouts and the retry policy are set through ``storage_options`` (xnwb takes
 these keys out before the rest goes to fsspec): ``connect_timeout`` (s, default 10),
@@ -55,6 +58,8 @@ _EXTRAS = {
     "gs": ("gcsfs", "gcs"),
     "gcs": ("gcsfs", "gcs"),
 }
+_S3 = ("s3", "s3a")
+_GCS = ("gs", "gcs")
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 #: Requests in flight per remote object and process.
 DEFAULT_CONCURRENCY = 16
@@ -470,12 +475,33 @@ class RemoteObject:
                 f"{value!r}"
             )
 
-    async def _get_other(self, start: int, end: int) -> bytes:
+    def _pinned_generation(self) -> str | None:
+        """The pinned GCS generation (the version tag of a ``gs://`` object)."""
+        tag = (self.pinned or {}).get("tag")
+        return tag if self.protocol in _GCS and tag and str(tag).isdigit() else None
+
+    async def _read_other(self, start: int, end: int) -> bytes:
+        """One GET; on s3/gs conditional on the pinned version and its answer checked."""
+        from xnwb import buckets
+
         fs = self._filesystem()
+        if end <= start:
+            return b""  # nothing to ask for (and "bytes=5-4" would mean the whole object)
+        if self.protocol in _S3:
+            answer = await buckets.s3_range(fs, self.url, start, end, self._pinned_etag())
+        elif self.protocol in _GCS:
+            answer = await buckets.gcs_range(fs, self.url, start, end, self._pinned_generation())
+        else:
+            return await fs._cat_file(self.url, start=start, end=end)
+        if answer.content_range is not None:
+            self._check_content_range(answer.content_range, start, end)
+        return answer.body
+
+    async def _get_other(self, start: int, end: int) -> bytes:
         budget = self.connect_timeout + self.read_timeout + (end - start) / _MIN_THROUGHPUT
         try:
-            body = await asyncio.wait_for(fs._cat_file(self.url, start=start, end=end), budget)
-        except (FileNotFoundError, PermissionError):
+            body = await asyncio.wait_for(self._read_other(start, end), budget)
+        except (FileNotFoundError, PermissionError, ChunkReadError):
             raise
         except Exception as err:
             transient = self._transient_from(err)
@@ -521,7 +547,10 @@ class RemoteObject:
         """Bytes ``[start, end)``, retried on transient failures, length-checked."""
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
-        if self._target is None and (self.is_http or self.pinned is not None):
+        # A process's first read checks the pinned version with one metadata request,
+        # unless every s3/gs read is conditional on it anyway (ETag or generation).
+        conditional = self._pinned_etag() if self.protocol in _S3 else self._pinned_generation()
+        if self._target is None and (self.is_http or (self.pinned is not None and not conditional)):
             await self.resolve()
         getter = self._get_http if self.is_http else self._get_other
 
