@@ -33,6 +33,9 @@ from tests.conftest import counts, write_nwb
 from xnwb.exceptions import XnwbError
 
 DATA = "acquisition/ElectricalSeries/data"
+#: A mutated ``.zarray`` may declare a huge array (legitimately: its chunks can all be
+#: unwritten); reading all of it would cost that much memory, as it would in h5py.
+_MAX_READ_BYTES = 2**26
 
 settings.register_profile(
     "xnwb-ci",
@@ -264,7 +267,11 @@ def test_any_reference_file_gives_the_numbers_or_a_specific_error(world, data):
         warnings.simplefilter("ignore")
         try:
             ds = xr.open_dataset(world.json, engine="nwbzarr", mask_and_scale=False)
-            values = ds.data.values
+            if ds.data.nbytes <= _MAX_READ_BYTES:
+                values = ds.data.values
+            else:  # a mutated shape may declare terabytes: read its two ends only
+                ds.data[-1:].values
+                values = ds.data[: world.data.shape[0]].values
         except XnwbError:
             pass
 
