@@ -71,3 +71,40 @@ def test_odd_rates(ds):
     assert d.sel(time=slice(1.0, 1.0001)).sizes["time"] == 6
     with pytest.raises(ValueError, match="positive"):
         TimeIndex.from_rate(start=0.0, rate=0.0, size=3)
+
+
+def _series(start: float, size: int, rate: float = 1000.0):
+
+    index = TimeIndex.from_rate(start=start, rate=rate, size=size, dim="time")
+    values = np.arange(size, dtype=float) + start * rate  # the sample number as the value
+    return xr.DataArray(values, dims="time", coords=xr.Coordinates.from_xindex(index))
+
+
+def test_overlapping_windows_align_like_pandas():
+    """``a - b`` of two windows of one series: the shared samples, as with a pandas index."""
+
+    whole = _series(0.0, 5000)
+    early, late = whole.isel(time=slice(0, 3000)), whole.isel(time=slice(2000, 5000))
+    diff = late - early
+    assert isinstance(diff.xindexes["time"], TimeIndex)
+    assert diff.sizes["time"] == 1000 and float(abs(diff).max()) == 0.0
+    np.testing.assert_allclose(diff.time.values, whole.time.values[2000:3000])
+    a, b = xr.align(early, late, join="outer")
+    assert a.sizes["time"] == 5000 and isinstance(a.xindexes["time"], TimeIndex)
+    assert np.isnan(a.values[3000:]).all() and np.isnan(b.values[:2000]).all()
+    np.testing.assert_array_equal(a.values[:3000], early.values)
+    np.testing.assert_array_equal(b.values[2000:], late.values)
+    apart = whole.isel(time=slice(0, 10)) + whole.isel(time=slice(100, 110))
+    assert apart.sizes["time"] == 0
+
+
+def test_axes_on_different_grids_do_not_align_silently():
+
+    a = _series(0.0, 100)
+    shifted = _series(0.0005, 100)  # half a sample off
+    other_rate = _series(0.0, 100, rate=500.0)
+    for b in (shifted, other_rate):
+        with pytest.raises(ValueError, match="different grids"):
+            a - b
+    with pytest.raises(ValueError, match="different grids"):
+        xr.align(a, shifted, join="outer")

@@ -128,6 +128,57 @@ class TimeIndex(RangeIndex):
         last = min(max(last, -1), self.size - 1)
         return slice(first, max(first, last + 1), label.step)
 
+    # -- alignment (``a - b``, ``xr.align``): pandas-like joins on a shared sample grid ----
+
+    def _grid_offset(self, other: TimeIndex) -> int | None:
+        """``other``'s first sample as a sample number of this grid (``None``: other grid)."""
+        if abs(other.step - self.step) > 1e-12 * self.step:
+            return None
+        position = (other.start - self.start) / self.step
+        offset = round(position)
+        return offset if abs(position - offset) <= _LABEL_TOLERANCE else None
+
+    def join(self, other: Any, how: str = "inner") -> TimeIndex:
+        """The inner or outer join of two time axes sampled on the same grid.
+
+        Examples
+        --------
+        >>> a = TimeIndex.from_rate(start=0.0, rate=1000.0, size=3000)
+        >>> b = TimeIndex.from_rate(start=1.0, rate=1000.0, size=3000)
+        >>> a.join(b).start, a.join(b).size, a.join(b, how="outer").size
+        (1.0, 2000, 4000)
+        """
+        offset = self._grid_offset(other) if isinstance(other, TimeIndex) else None
+        if offset is None:
+            raise ValueError(
+                f"cannot align time axes sampled on different grids ({self!r} and {other!r}): "
+                "select matching samples first (ds.sel(time=..., method='nearest')) or "
+                "resample one of them"
+            )
+        spans = ((0, self.size), (offset, offset + other.size))
+        if how == "inner":
+            lo, hi = max(spans[0][0], spans[1][0]), min(spans[0][1], spans[1][1])
+        elif how == "outer":
+            lo, hi = min(spans[0][0], spans[1][0]), max(spans[0][1], spans[1][1])
+        else:
+            raise ValueError(f"join {how!r} is not one TimeIndex joins (inner, outer)")
+        hi = max(lo, hi)
+        return type(self).from_rate(
+            self.start + lo * self.step, self.rate, hi - lo, dim=self.dim,
+            coord_name=self.coord_name,
+        )
+
+    def reindex_like(self, other: Any) -> dict[Hashable, Any]:
+        """Positions in this axis of ``other``'s samples (-1 where this axis has none)."""
+        offset = self._grid_offset(other) if isinstance(other, TimeIndex) else None
+        if offset is None:
+            raise ValueError(
+                f"cannot align time axes sampled on different grids ({self!r} and {other!r})"
+            )
+        positions = np.arange(offset, offset + other.size, dtype=np.int64)
+        positions[(positions < 0) | (positions >= self.size)] = -1
+        return {self.dim: positions}
+
     def __repr__(self) -> str:
         return (
             f"TimeIndex (start={self.start:g}, stop={self.stop:g}, step={self.step:g}, "
