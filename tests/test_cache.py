@@ -381,3 +381,71 @@ def test_identity_of_sources(big, range_server):
     remote = source_identity(ByteSource(url))
     assert remote["kind"] == "remote" and remote["size"] == os.path.getsize(path)
     assert len(remote["content"]) == 64  # HTTP: a SHA-256 content fingerprint
+
+
+# -- a cached HTTP reopen in one request ------------------------------------------------------
+
+
+def test_cached_http_reopen_is_one_request(range_server, tmp_path):
+    """Size, version and both ends of the content fingerprint come in the probe itself."""
+    (v1, data1), (v2, data2) = _same_size_pair(tmp_path)
+    range_server.multi_range = True  # as nginx and Apache answer several ranges
+    url = range_server.put("rec.nwb", v1)
+    cache = tmp_path / "cache"
+    assert _open(url, cache).encoding["xnwb_open"]["index_cached"] is False
+    range_server.reset()
+    range_server.multi_range = True
+    ds = _open(url, cache)
+    assert ds.encoding["xnwb_open"]["index_cached"] is True
+    assert range_server.count() == 1
+    (probe,) = range_server.requests
+    assert probe.status == 206 and probe.range == "bytes=0-65535,-65536"
+    np.testing.assert_array_equal(ds.data.values, data1)
+    # Change detection is as strong as before: rewritten in place, ETag restored.
+    served = range_server.path("rec.nwb")
+    before = os.stat(served)
+    etag = range_server.etag(served)
+    served.write_bytes(Path(v2).read_bytes())
+    os.utime(served, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert range_server.etag(served) == etag
+    ds = _open(url, cache)
+    assert ds.encoding["xnwb_open"]["index_cached"] is False
+    np.testing.assert_array_equal(ds.data.values, data2)
+
+
+def test_cached_http_reopen_where_the_server_answers_one_range_only(range_server, tmp_path):
+    """A server that answers several ranges with the whole object (S3, GCS): its body is
+    not read, and from then on the two ends are two single ranges sent together."""
+    (v1, data1), _ = _same_size_pair(tmp_path)
+    url = range_server.put("rec.nwb", v1)
+    cache = tmp_path / "cache"
+    _open(url, cache)
+    multi = [r for r in range_server.requests if r.range and "," in r.range]
+    assert [r.status for r in multi] == [200]  # asked once, refused, remembered
+    range_server.reset()
+    ds = _open(url, cache)
+    assert ds.encoding["xnwb_open"]["index_cached"] is True
+    assert sorted(r.range for r in range_server.requests) == ["bytes=-65536", "bytes=0-65535"]
+    np.testing.assert_array_equal(ds.data.values, data1)
+
+
+def test_probe_parts_are_checked(range_server, tmp_path):
+    """The multipart answer is read by each part's Content-Range, and held to what was asked."""
+    from xnwb.exceptions import ChunkReadError
+    from xnwb.remote import _check_parts, _multipart_parts
+
+    body = (
+        b"--XX\r\nContent-Range: bytes 0-3/10\r\n\r\n--XX\r\n"
+        b"--XX\r\nContent-Range: bytes 8-9/10\r\n\r\nab\r\n--XX--\r\n"
+    )
+    parts = _multipart_parts(body, "multipart/byteranges; boundary=XX", "u", "bytes 0-3,-2")
+    assert parts == [("bytes 0-3/10", b"--XX"), ("bytes 8-9/10", b"ab")]  # boundary in the data
+    assert _check_parts(parts, "0-3,-2", "u", "a") == (10, [(0, b"--XX"), (8, b"ab")])
+    with pytest.raises(ChunkReadError, match="bytes 8-9 missing"):
+        _check_parts(parts[:1], "0-3,-2", "u", "a")
+    with pytest.raises(ChunkReadError, match="got bytes 5-6"):
+        _check_parts([*parts, ("bytes 5-6/10", b"xy")], "0-3,-2", "u", "a")
+    with pytest.raises(ChunkReadError, match="object sizes 10 and 11"):
+        _check_parts([parts[0], ("bytes 9-10/11", b"ab")], "0-3,-2", "u", "a")
+    with pytest.raises(ChunkReadError, match="is cut short"):
+        _multipart_parts(body[:40], "multipart/byteranges; boundary=XX", "u", "a")

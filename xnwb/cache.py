@@ -17,8 +17,12 @@ What identifies a source (:func:`source_identity`):
   inode/size/mtime (so a restored mtime restores the ETag), send weak ones (``W/``),
   constant ones or none: for every ``http(s)://`` source the identity also holds a
   **content fingerprint**, a SHA-256 of the file's first and last 64 KiB (where HDF5
-  keeps the superblock, the root group and the metadata written at close). It costs
-  one ranged request per open. What cannot be detected: an HTTP object rewritten with
+  keeps the superblock, the root group and the metadata written at close). It comes
+  with the probe that finds the size and tag: one request for both where the server
+  answers several ranges at once (nginx, Apache), else two single ranges in flight
+  together (S3, GCS: they answer a multi-range request with the whole object, whose
+  body is not read; that origin then gets single ranges for the rest of the process).
+  What cannot be detected: an HTTP object rewritten with
   the same size, tag and first and last 64 KiB but a different layout in between.
 
 Each entry is one ``.npz`` file (offsets and lengths as int64 arrays plus a JSON
@@ -123,17 +127,27 @@ def tag_is_trusted(url: str, tag: str | None) -> bool:
     return urlparse(url).scheme in _TRUSTED_TAG_SCHEMES
 
 
-def content_fingerprint(byte_source: Any, size: int) -> str:
-    """SHA-256 of the first and last :data:`CONTENT_FINGERPRINT_BYTES` of a source."""
-    head = min(size, CONTENT_FINGERPRINT_BYTES)
-    tail_start = max(head, size - CONTENT_FINGERPRINT_BYTES)
-    starts, lengths = [0], [head]
-    if size > tail_start:
-        starts.append(tail_start)
-        lengths.append(size - tail_start)
-    digest = hashlib.sha256()
-    for piece in byte_source.fetch(starts, lengths):
-        digest.update(piece)
+def content_fingerprint(byte_source: Any) -> str:
+    """SHA-256 of the first and last :data:`CONTENT_FINGERPRINT_BYTES` of a source.
+
+    Each byte counts once (a file shorter than twice the span is hashed whole). Over
+    HTTP the bytes come with the probe that finds the object's size and version:
+    one request where the server answers several ranges at once
+    (:meth:`xnwb.remote.RemoteObject.ends`).
+
+    Examples
+    --------
+    >>> import hashlib, os, tempfile
+    >>> from xnwb.source import ByteSource
+    >>> with tempfile.NamedTemporaryFile(delete=False) as fh:
+    ...     _ = fh.write(b"0123456789")
+    >>> content_fingerprint(ByteSource(fh.name)) == hashlib.sha256(b"0123456789").hexdigest()
+    True
+    >>> os.unlink(fh.name)
+    """
+    head, tail_start, tail = byte_source.ends(CONTENT_FINGERPRINT_BYTES)
+    digest = hashlib.sha256(head)
+    digest.update(tail[max(0, len(head) - tail_start) :])
     return digest.hexdigest()
 
 
@@ -141,16 +155,19 @@ def source_identity(byte_source: Any) -> dict[str, Any]:
     """What identifies the version of ``byte_source`` (a :class:`~xnwb.source.ByteSource`).
 
     Local files: :func:`local_identity`. Remote objects: size and tag, plus a content
-    fingerprint unless :func:`tag_is_trusted`.
+    fingerprint unless :func:`tag_is_trusted`. Over HTTP the fingerprint is asked for
+    first, so that it travels with the probe.
     """
     if byte_source.is_local:
         from xnwb.source import local_path
 
         return local_identity(local_path(byte_source.url))
+    untrusted_scheme = urlparse(byte_source.url).scheme not in _TRUSTED_TAG_SCHEMES
+    content = content_fingerprint(byte_source) if untrusted_scheme else None
     fingerprint = byte_source.fingerprint()
     identity: dict[str, Any] = {"kind": "remote", **fingerprint.to_dict()}
     if not tag_is_trusted(byte_source.url, identity.get("tag")):
-        identity["content"] = content_fingerprint(byte_source, int(identity["size"]))
+        identity["content"] = content or content_fingerprint(byte_source)
     return identity
 
 

@@ -421,6 +421,19 @@ class ByteSource:
             return Fingerprint(stat.st_size, str(stat.st_mtime_ns))
         return self.remote().fingerprint()
 
+    def ends(self, n: int) -> tuple[bytes, int, bytes]:
+        """The first and last ``n`` bytes of the file: ``(head, tail_start, tail)``.
+
+        Remote sources not yet resolved bring them with their probe (see
+        :meth:`xnwb.remote.RemoteObject.ends`).
+        """
+        if not self._local:
+            return self.remote().ends(n)
+        size = self.size()
+        tail_start = max(0, size - n)
+        head, tail = self.fetch([0, tail_start], [min(n, size), size - tail_start])
+        return bytes(head), tail_start, bytes(tail)
+
     # -- public -------------------------------------------------------------
     def fetch(
         self, starts: Sequence[int], lengths: Sequence[int], *, max_gap: int | None = None
