@@ -660,6 +660,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, stop
 
 
+#: Bodies larger than this are sent piece by piece, headers first.
+_STREAM_ABOVE = 4 * 2**20
+
+
 def _read_range(path: Path, start: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(start)
@@ -923,8 +927,40 @@ class RangeServer(_SwitchServer):
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         if request.method == "HEAD":
             return await self._reply(request, ex, status, headers, b"", head_length=stop - start)
+        if fault is None and stop - start > _STREAM_ABOVE:
+            return await self._stream(request, ex, status, headers, file, start, stop)
         body = await asyncio.to_thread(_read_range, file, start, stop - start)
         return await self._reply(request, ex, status, headers, body, fault)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        ex: _Exchange,
+        status: int,
+        headers: CIMultiDict[str],
+        file: Path,
+        start: int,
+        stop: int,
+    ) -> web.StreamResponse:
+        """A large body piece by piece, headers first (as S3 sends a whole object): a
+        client that reads the headers only and closes costs the server little."""
+        ex.status = status
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = stop - start
+        ex.sent = stop - start
+        self._record(request, ex)
+        await resp.prepare(request)
+        at = start
+        try:
+            while at < stop:
+                piece = await asyncio.to_thread(
+                    _read_range, file, at, min(_STREAM_ABOVE, stop - at)
+                )
+                await resp.write(piece)
+                at += len(piece)
+        except (ConnectionError, RuntimeError):  # the client closed: stop sending
+            pass
+        return resp
 
     async def _multipart(
         self,

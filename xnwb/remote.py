@@ -659,16 +659,24 @@ class RemoteObject:
         )
         raise error(f"{what} {self.url} failed after {retries + 1} attempts: {last}") from last
 
-    async def get_range(self, start: int, end: int, retries: int | None = None) -> bytes:
-        """Bytes ``[start, end)``, retried on transient failures, length-checked."""
+    async def get_range(
+        self, start: int, end: int, retries: int | None = None, background: bool = False
+    ) -> bytes:
+        """Bytes ``[start, end)``, retried on transient failures, length-checked.
+
+        ``background`` requests (reading a chunk index ahead) have slots of their own, so
+        that they never queue in front of the data reads they are meant to speed up.
+        """
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
+            self._background_sem = asyncio.Semaphore(self.concurrency)
+        sem = self._background_sem if background else self._sem
         if self._target is None and (self.is_http or self.pinned is not None):
             await self.resolve()
         getter = self._get_http if self.is_http else self._get_other
 
         async def attempt() -> bytes:
-            async with self._sem:
+            async with sem:
                 body = await getter(start, end)
             if len(body) != end - start:
                 raise _Transient(f"short body: {len(body)} of {end - start} bytes")
@@ -690,10 +698,17 @@ class RemoteObject:
             failed.byte_range = (start, end)  # type: ignore[attr-defined]
         raise failed
 
-    async def get_ranges(self, starts: list[int], ends: list[int]) -> list[bytes]:
+    async def get_ranges(
+        self, starts: list[int], ends: list[int], background: bool = False
+    ) -> list[bytes]:
         """Many ranges at once, ``concurrency`` in flight."""
         return list(
-            await asyncio.gather(*(self.get_range(s, e) for s, e in zip(starts, ends, strict=True)))
+            await asyncio.gather(
+                *(
+                    self.get_range(s, e, background=background)
+                    for s, e in zip(starts, ends, strict=True)
+                )
+            )
         )
 
     async def try_ranges(self, starts: list[int], ends: list[int]) -> list[bytes | BaseException]:

@@ -395,9 +395,11 @@ class ByteSource:
                     self._remote, self._remote_pid = remote, os.getpid()
         return self._remote
 
-    def _fetch_remote(self, bstarts: list[int], bends: list[int]) -> list[bytes]:
+    def _fetch_remote(
+        self, bstarts: list[int], bends: list[int], background: bool = False
+    ) -> list[bytes]:
         remote = self.remote()
-        return remote.run(remote.get_ranges(bstarts, bends))
+        return remote.run(remote.get_ranges(bstarts, bends, background=background))
 
     @property
     def requests(self) -> int:
@@ -436,12 +438,18 @@ class ByteSource:
 
     # -- public -------------------------------------------------------------
     def fetch(
-        self, starts: Sequence[int], lengths: Sequence[int], *, max_gap: int | None = None
+        self,
+        starts: Sequence[int],
+        lengths: Sequence[int],
+        *,
+        max_gap: int | None = None,
+        background: bool = False,
     ) -> list[memoryview]:
         """Bytes ``[start, start + length)`` for every range, in the order given.
 
         The pieces are zero-copy views into the merged blocks. ``max_gap``
-        overrides the coalescing gap for this call.
+        overrides the coalescing gap for this call. ``background`` (remote): requests
+        with slots of their own, never queued in front of the reads in the foreground.
 
         Raises
         ------
@@ -461,7 +469,7 @@ class ByteSource:
             blocks = self._fetch_local(bstarts, bends)
         else:
             try:
-                blocks = self._fetch_remote(bstarts, bends)
+                blocks = self._fetch_remote(bstarts, bends, background)
             except ChunkReadError as err:
                 raise self._isolate(err, starts, lengths) from err
         got = np.fromiter((len(block) for block in blocks), np.int64, len(blocks))
