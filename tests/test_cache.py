@@ -449,3 +449,22 @@ def test_probe_parts_are_checked(range_server, tmp_path):
         _check_parts([parts[0], ("bytes 9-10/11", b"ab")], "0-3,-2", "u", "a")
     with pytest.raises(ChunkReadError, match="is cut short"):
         _multipart_parts(body[:40], "multipart/byteranges; boundary=XX", "u", "a")
+
+
+def test_offsets_are_stored_narrow_and_read_back_as_int64(big, tmp_path):
+    """A file under 2 GiB: int32 in the entry (half the bytes to read and check), int64 out."""
+    path, _ = big
+    cache = tmp_path / "cache"
+    _open(path, cache)
+    with np.load(_entry(cache)) as npz:
+        assert {npz[name].dtype for name in npz.files if name[0] in "ol"} == {np.dtype(np.int32)}
+    refs = load_cached(cache, os.path.realpath(path), local_identity(path))
+    fresh = xnwb.build_index(path)
+    assert refs.arrays[SERIES].offsets.dtype == np.int64
+    np.testing.assert_array_equal(refs.arrays[SERIES].offsets, fresh.arrays[SERIES].offsets)
+    np.testing.assert_array_equal(refs.arrays[SERIES].lengths, fresh.arrays[SERIES].lengths)
+    # Values that do not fit stay int64.
+    from xnwb.cache import _narrow
+
+    assert _narrow(np.array([0, 2**40])).dtype == np.int64
+    assert _narrow(np.array([-1, 5])).dtype == np.int32

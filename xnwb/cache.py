@@ -25,7 +25,7 @@ What identifies a source (:func:`source_identity`):
   What cannot be detected: an HTTP object rewritten with
   the same size, tag and first and last 64 KiB but a different layout in between.
 
-Each entry is one ``.npz`` file (offsets and lengths as int64 arrays plus a JSON
+Each entry is one ``.npz`` file (offsets and lengths as int32 or int64 arrays plus a JSON
 document; no pickle) named by a hash of the key, written to a temporary file and
 renamed into place (two processes building one entry leave one valid entry). Its
 last member is a SHA-256 over everything before it: an entry altered or cut short
@@ -58,8 +58,9 @@ from xnwb.refs import ReferenceIndex
 
 __all__ = ["cache_dir", "load_cached", "source_identity", "store_cached"]
 
-#: Version of the entry layout; entries of another version are rebuilt.
-_FORMAT = 2
+#: Version of the entry layout; entries of another version are rebuilt (3: offsets and
+#: lengths stored as int32 where they fit).
+_FORMAT = 3
 #: Bytes hashed at each end of an HTTP object for its content fingerprint.
 CONTENT_FINGERPRINT_BYTES = 64 * 2**10
 #: Schemes whose version tags change with every write of the content.
@@ -287,8 +288,8 @@ def _to_parts(index: ReferenceIndex) -> tuple[dict[str, Any], dict[str, np.ndarr
     names: dict[str, int] = {}
     for n, (path, arr) in enumerate(index.arrays.items()):
         names[path] = n
-        arrays[f"o{n}"] = np.ascontiguousarray(arr.offsets, dtype=np.int64)
-        arrays[f"l{n}"] = np.ascontiguousarray(arr.lengths, dtype=np.int64)
+        arrays[f"o{n}"] = _narrow(arr.offsets)
+        arrays[f"l{n}"] = _narrow(arr.lengths)
         if arr.inline:
             inline[path] = {
                 ".".join(map(str, key)): base64.b64encode(value).decode("ascii")
@@ -297,6 +298,16 @@ def _to_parts(index: ReferenceIndex) -> tuple[dict[str, Any], dict[str, np.ndarr
     refs["arrays"] = names
     refs["inline"] = inline
     return refs, arrays
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """int32 when every value fits (files under 2 GiB), else int64: a million chunks'
+    offsets and lengths are then 8 MB to read and check at every open, not 16."""
+    values = np.asarray(values)
+    small = values.size == 0 or (
+        int(values.min()) >= np.iinfo(np.int32).min and int(values.max()) <= np.iinfo(np.int32).max
+    )
+    return np.ascontiguousarray(values, dtype=np.int32 if small else np.int64)
 
 
 def _from_parts(refs: dict[str, Any], arrays: dict[str, np.ndarray], url: str) -> ReferenceIndex:
@@ -308,8 +319,10 @@ def _from_parts(refs: dict[str, Any], arrays: dict[str, np.ndarray], url: str) -
         offsets, lengths = arrays[f"o{n}"], arrays[f"l{n}"]
         if offsets.size != arr.offsets.size or lengths.size != arr.offsets.size:
             raise ValueError(f"the chunk grid of {path!r} does not match its metadata")
-        arr.offsets = offsets.reshape(arr.offsets.shape)
-        arr.lengths = lengths.reshape(arr.offsets.shape)
+        if offsets.dtype not in (np.int32, np.int64) or lengths.dtype not in (np.int32, np.int64):
+            raise ValueError(f"the chunk offsets of {path!r} are stored as {offsets.dtype}")
+        arr.offsets = offsets.astype(np.int64, copy=False).reshape(arr.offsets.shape)
+        arr.lengths = lengths.astype(np.int64, copy=False).reshape(arr.offsets.shape)
         arr.inline = {
             tuple(int(i) for i in key.split(".")) if key else (): base64.b64decode(value)
             for key, value in inline.get(path, {}).items()
