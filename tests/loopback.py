@@ -662,6 +662,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 #: Bodies larger than this are sent piece by piece, headers first.
 _STREAM_ABOVE = 4 * 2**20
+#: Bodies up to this size are read on the server's loop (a thread hop costs more).
+_READ_INLINE = 256 * 2**10
 
 
 def _read_range(path: Path, start: int, length: int) -> bytes:
@@ -762,9 +764,9 @@ class RangeServer(_SwitchServer):
         return self.url_for(name)
 
     @staticmethod
-    def etag(path: Path) -> str:
-        """The ETag the server sends for ``path``."""
-        st = path.stat()
+    def etag(path: Path, st: os.stat_result | None = None) -> str:
+        """The ETag the server sends for ``path`` (``st``: its ``stat``, if already taken)."""
+        st = path.stat() if st is None else st
         return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
     # -- switches ------------------------------------------------------------------------
@@ -908,7 +910,7 @@ class RangeServer(_SwitchServer):
             {
                 "Content-Type": "application/octet-stream",
                 "Accept-Ranges": "bytes",
-                "ETag": self.etag(file),
+                "ETag": self.etag(file, st),
                 "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
             }
         )
@@ -929,7 +931,10 @@ class RangeServer(_SwitchServer):
             return await self._reply(request, ex, status, headers, b"", head_length=stop - start)
         if fault is None and stop - start > _STREAM_ABOVE:
             return await self._stream(request, ex, status, headers, file, start, stop)
-        body = await asyncio.to_thread(_read_range, file, start, stop - start)
+        if stop - start <= _READ_INLINE:  # a B-tree node or a chunk: no thread hop
+            body = _read_range(file, start, stop - start)
+        else:
+            body = await asyncio.to_thread(_read_range, file, start, stop - start)
         return await self._reply(request, ex, status, headers, body, fault)
 
     async def _stream(

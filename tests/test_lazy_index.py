@@ -212,9 +212,11 @@ def test_cold_open_window_then_background_completion_and_cached_reopen(
         time.sleep(0.05)
     server.reset()
     again, _ = open_source(url, index_cache=cache)
-    # The probe, plus the content fingerprint of the first and last 64 KiB that an HTTP
-    # entry is checked against (ETags alone are not trusted over HTTP: see xnwb.cache).
-    assert again.info["open"]["index_cached"] and server.count() <= 3
+    # The probe with the content fingerprint of the first and last 64 KiB that an HTTP
+    # entry is checked against (ETags alone are not trusted over HTTP: see xnwb.cache):
+    # two single ranges in flight together on this server (one multi-range request where
+    # a server answers those, tests/test_cache.py).
+    assert again.info["open"]["index_cached"] and server.count() <= 2
     assert again.arrays[DATA].lazy is None
     np.testing.assert_array_equal(again.arrays[DATA].offsets, eager.arrays[DATA].offsets)
 
