@@ -662,8 +662,6 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 #: Bodies larger than this are sent piece by piece, headers first.
 _STREAM_ABOVE = 4 * 2**20
-#: Bodies up to this size are read on the server's loop (a thread hop costs more).
-_READ_INLINE = 256 * 2**10
 
 
 def _read_range(path: Path, start: int, length: int) -> bytes:
@@ -931,10 +929,7 @@ class RangeServer(_SwitchServer):
             return await self._reply(request, ex, status, headers, b"", head_length=stop - start)
         if fault is None and stop - start > _STREAM_ABOVE:
             return await self._stream(request, ex, status, headers, file, start, stop)
-        if stop - start <= _READ_INLINE:  # a B-tree node or a chunk: no thread hop
-            body = _read_range(file, start, stop - start)
-        else:
-            body = await asyncio.to_thread(_read_range, file, start, stop - start)
+        body = await asyncio.to_thread(_read_range, file, start, stop - start)
         return await self._reply(request, ex, status, headers, body, fault)
 
     async def _stream(

@@ -443,8 +443,11 @@ def test_probe_parts_are_checked(range_server, tmp_path):
     assert _check_parts(parts, "0-3,-2", "u", "a") == (10, [(0, b"--XX"), (8, b"ab")])
     with pytest.raises(ChunkReadError, match="bytes 8-9 missing"):
         _check_parts(parts[:1], "0-3,-2", "u", "a")
-    with pytest.raises(ChunkReadError, match="got bytes 5-6"):
-        _check_parts([*parts, ("bytes 5-6/10", b"xy")], "0-3,-2", "u", "a")
+    # Ranges merged into one part, over the gap between them (RFC 9110 allows it) ...
+    assert _check_parts([("bytes 0-9/10", b"0123456789")], "0-3,-2", "u", "a")[0] == 10
+    # ... but never bytes beyond what was asked.
+    with pytest.raises(ChunkReadError, match="got bytes 8-9"):
+        _check_parts([parts[0], ("bytes 8-9/10", b"ab")], "0-3,5-6", "u", "a")
     with pytest.raises(ChunkReadError, match="object sizes 10 and 11"):
         _check_parts([parts[0], ("bytes 9-10/11", b"ab")], "0-3,-2", "u", "a")
     with pytest.raises(ChunkReadError, match="is cut short"):
@@ -468,3 +471,24 @@ def test_offsets_are_stored_narrow_and_read_back_as_int64(big, tmp_path):
 
     assert _narrow(np.array([0, 2**40])).dtype == np.int64
     assert _narrow(np.array([-1, 5])).dtype == np.int32
+
+
+def test_cached_reopen_where_the_server_refuses_several_ranges_with_416(tmp_path):
+    """aiohttp's static files answer a multi-range request 416: the two ends are then
+    asked one by one, and the origin is remembered."""
+    import xnwb.remote
+    from xnwb.testing import serve_files
+
+    (v1, data1), _ = _same_size_pair(tmp_path)
+    folder = tmp_path / "www"
+    folder.mkdir()
+    shutil.copy(v1, folder / "rec.nwb")
+    cache = tmp_path / "cache"
+    with serve_files(folder) as server:
+        url = f"{server.url}/rec.nwb"
+        assert _open(url, cache).encoding["xnwb_open"]["index_cached"] is False
+        assert xnwb.remote._origin(url) in xnwb.remote._SINGLE_RANGE_ORIGINS
+        again = _open(url, cache)
+        assert again.encoding["xnwb_open"]["index_cached"] is True
+        assert again.encoding["xnwb_open"]["requests"] == 2  # the two ends, in flight together
+        np.testing.assert_array_equal(again.data.values, data1)

@@ -20,8 +20,9 @@ What identifies a source (:func:`source_identity`):
   keeps the superblock, the root group and the metadata written at close). It comes
   with the probe that finds the size and tag: one request for both where the server
   answers several ranges at once (nginx, Apache), else two single ranges in flight
-  together (S3, GCS: they answer a multi-range request with the whole object, whose
-  body is not read; that origin then gets single ranges for the rest of the process).
+  together (S3 and GCS answer a multi-range request with the whole object, whose body
+  is not read, aiohttp's static files with 416; that origin then gets single ranges for
+  the rest of the process).
   What cannot be detected: an HTTP object rewritten with
   the same size, tag and first and last 64 KiB but a different layout in between.
 

@@ -325,11 +325,12 @@ class RemoteObject:
 
         A server that answers several ranges (nginx, Apache: ``206 multipart/byteranges``)
         gives the size, the version and the first and last ``n`` bytes in one request.
-        One that does not (S3, GCS and many others answer ``200``, whose body is not
-        read) is remembered for its origin, in this process; then, and from then on,
-        the two ends are two single-range requests sent at once (each checked as the
-        one-byte probe is). Every part must be a ``Content-Range`` inside what was asked,
-        of one and the same object size, with a body of exactly that length.
+        One that declines (S3 and GCS answer ``200``, whose body is not read; aiohttp's
+        static files ``416``) is remembered for its origin, in this process; then, and
+        from then on, the two ends are two single-range requests sent at once (each
+        checked as the one-byte probe is). Every part must have a ``Content-Range`` within
+        what was asked, of one and the same object size, and a body of exactly that
+        length; every range asked must be answered in full.
         """
         origin = _origin(self.url)
         if origin not in _SINGLE_RANGE_ORIGINS:
@@ -357,6 +358,9 @@ class RemoteObject:
             for _ in resp.history:  # each followed redirect was a request too
                 self._count(0)
             status = resp.status
+            if "," in spec and status in _MULTI_RANGE_REFUSED:
+                self._count(0)  # the body (maybe the whole object) is not read
+                raise _MultiRangeRefused
             if status == 404:
                 self._count(0)
                 raise FileNotFoundError(f"{self.url}: 404 Not Found")
@@ -368,8 +372,6 @@ class RemoteObject:
                 raise ChunkReadError(f"{self.url}: HTTP {status} {resp.reason}")
             if status != 206:
                 self._count(0)  # the body (maybe the whole object) is not read
-                if "," in spec:
-                    raise _MultiRangeRefused
                 raise ChunkReadError(
                     f"{self.url}: the server ignores Range (answered HTTP {status} to "
                     f"'Range: bytes={spec}'); xnwb needs a server that honours HTTP Range "
@@ -725,7 +727,10 @@ class _MultiRangeRefused(Exception):
     """The server answered a request for several ranges with the whole object."""
 
 
-#: Origins (scheme://host:port) that answered several ranges with the whole object.
+#: How servers decline several ranges in one request: the whole object (S3, GCS), 416
+#: (aiohttp's static files), 400 or 501. The ranges are then asked one by one.
+_MULTI_RANGE_REFUSED = frozenset({200, 400, 416, 501})
+#: Origins (scheme://host:port) that declined several ranges in one request.
 _SINGLE_RANGE_ORIGINS: set[str] = set()
 
 
@@ -782,7 +787,7 @@ def _multipart_parts(
 def _check_parts(
     parts: list[tuple[str, bytes]], spec: str, url: str, asked: str
 ) -> tuple[int, list[tuple[int, bytes]]]:
-    """The object size and ``(start, bytes)`` of answered parts, each inside a range asked."""
+    """The object size and ``(start, bytes)`` of the parts answered to ``bytes=<spec>``."""
     size: int | None = None
     pieces = []
     for content_range, data in parts:
@@ -813,11 +818,12 @@ def _check_parts(
         ranges.append(
             (max(0, size - int(b)), size - 1) if not a else (int(a), min(int(b), size - 1))
         )
-    # A server may merge overlapping or nearby ranges (RFC 9110); it may not add bytes
-    # never asked for, nor leave out any of a range it answers.
-    merged = _merged(ranges)
+    # A server may merge overlapping or nearby ranges into one part (RFC 9110): a part
+    # may span the gap between two ranges asked, never reach outside them, and every
+    # range asked must be answered in full.
+    hull = (min(a for a, _ in ranges), max(b for _, b in ranges))
     for first, last, _ in pieces:
-        if not any(a <= first and last <= b for a, b in merged):
+        if not hull[0] <= first <= last <= hull[1]:
             raise ChunkReadError(
                 f"{url}: the server mangles Range: asked {asked}, got bytes {first}-{last}"
             )
@@ -828,17 +834,6 @@ def _check_parts(
                 f"from its answer"
             )
     return size, [(first, bytes(data)) for first, _, data in pieces]
-
-
-def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Inclusive ranges with overlapping or touching ones joined."""
-    out: list[list[int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
 
 
 def _retry_after(headers: Any) -> float | None:
