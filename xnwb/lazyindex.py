@@ -173,8 +173,12 @@ class LazyChunks:
         if any(hi <= lo for lo, hi in stored_box):
             return
         window = tuple(slice(lo, hi) for lo, hi in stored_box)
-        if box is not None and _cells(stored_box) > _LONG_REGION_CHUNKS:
-            self._look_ahead(ref, stored_box)
+        if (
+            box is not None
+            and not self.source.is_local
+            and _cells(stored_box) > _LONG_REGION_CHUNKS
+        ):
+            self._look_ahead(ref, stored_box)  # locally a node costs a pread: no round trip
         if not self._known[window].all():
             self._wait_for_overlapping(stored_box)
         if not self._known[window].all():
