@@ -43,7 +43,10 @@ One range ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` gives ``206`` with ``Conte
 an empty file) gives ``416`` with ``Content-Range: bytes */size``. Several ranges
 (``bytes=0-1,5-6``) or a malformed/inverted range are ignored and answered ``200`` with the
 whole body, as S3 does and as RFC 9110 allows -- a client must check for ``206``. Set
-``range_support = False`` to imitate ``python -m http.server`` (Range always ignored).
+``multi_range = True`` to answer several ranges as nginx and Apache do: ``206`` with a
+``multipart/byteranges`` body, one part (with its own ``Content-Range``) per satisfiable
+range, in the order asked. Set ``range_support = False`` to imitate ``python -m http.server``
+(Range always ignored).
 
 Environment
 -----------
@@ -657,6 +660,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, stop
 
 
+#: Bodies larger than this are sent piece by piece, headers first.
+_STREAM_ABOVE = 4 * 2**20
+
+
 def _read_range(path: Path, start: int, length: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(start)
@@ -703,6 +710,7 @@ class RangeServer(_SwitchServer):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._range_support = True
+        self._multi_range = False
         self._signed_ttl: float | None = None
         self._signed_max_uses: int | None = None
         self._signed_get_only = False
@@ -754,9 +762,9 @@ class RangeServer(_SwitchServer):
         return self.url_for(name)
 
     @staticmethod
-    def etag(path: Path) -> str:
-        """The ETag the server sends for ``path``."""
-        st = path.stat()
+    def etag(path: Path, st: os.stat_result | None = None) -> str:
+        """The ETag the server sends for ``path`` (``st``: its ``stat``, if already taken)."""
+        st = path.stat() if st is None else st
         return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
     # -- switches ------------------------------------------------------------------------
@@ -770,6 +778,17 @@ class RangeServer(_SwitchServer):
     def range_support(self, value: bool) -> None:
         with self._lock:
             self._range_support = bool(value)
+
+    @property
+    def multi_range(self) -> bool:
+        """If True, answer several ranges with ``multipart/byteranges`` (nginx, Apache)."""
+        with self._lock:
+            return self._multi_range
+
+    @multi_range.setter
+    def multi_range(self, value: bool) -> None:
+        with self._lock:
+            self._multi_range = bool(value)
 
     @property
     def signed_ttl(self) -> float | None:
@@ -821,6 +840,7 @@ class RangeServer(_SwitchServer):
         with self._lock:
             self._tokens.clear()
             self._range_support = True
+            self._multi_range = False
             self._signed_ttl = None
             self._signed_max_uses = None
             self._signed_get_only = False
@@ -888,12 +908,15 @@ class RangeServer(_SwitchServer):
             {
                 "Content-Type": "application/octet-stream",
                 "Accept-Ranges": "bytes",
-                "ETag": self.etag(file),
+                "ETag": self.etag(file, st),
                 "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
             }
         )
+        header = request.headers.get("Range")
+        if self.range_support and self.multi_range and header and "," in header:
+            return await self._multipart(request, ex, file, header, headers)
         try:
-            span = parse_range(request.headers.get("Range"), size) if self.range_support else None
+            span = parse_range(header, size) if self.range_support else None
         except _Unsatisfiable:
             headers["Content-Range"] = f"bytes */{size}"
             return await self._reply(request, ex, 416, headers, b"")
@@ -904,8 +927,78 @@ class RangeServer(_SwitchServer):
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         if request.method == "HEAD":
             return await self._reply(request, ex, status, headers, b"", head_length=stop - start)
+        if fault is None and stop - start > _STREAM_ABOVE:
+            return await self._stream(request, ex, status, headers, file, start, stop)
         body = await asyncio.to_thread(_read_range, file, start, stop - start)
         return await self._reply(request, ex, status, headers, body, fault)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        ex: _Exchange,
+        status: int,
+        headers: CIMultiDict[str],
+        file: Path,
+        start: int,
+        stop: int,
+    ) -> web.StreamResponse:
+        """A large body piece by piece, headers first (as S3 sends a whole object): a
+        client that reads the headers only and closes costs the server little."""
+        ex.status = status
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = stop - start
+        ex.sent = stop - start
+        self._record(request, ex)
+        await resp.prepare(request)
+        at = start
+        try:
+            while at < stop:
+                piece = await asyncio.to_thread(
+                    _read_range, file, at, min(_STREAM_ABOVE, stop - at)
+                )
+                await resp.write(piece)
+                at += len(piece)
+        except (ConnectionError, RuntimeError):  # the client closed: stop sending
+            pass
+        return resp
+
+    async def _multipart(
+        self,
+        request: web.Request,
+        ex: _Exchange,
+        file: Path,
+        header: str,
+        headers: CIMultiDict[str],
+    ) -> web.StreamResponse:
+        """Several ranges as ``206 multipart/byteranges`` (416 if none is satisfiable)."""
+        size = file.stat().st_size
+        unit, _, specs = header.strip().partition("=")
+        spans = []
+        for spec in specs.split(","):
+            try:
+                span = parse_range(f"{unit}={spec.strip()}", size)
+            except _Unsatisfiable:
+                continue
+            if span is None:  # one malformed range: ignore the header, as for one range
+                return await self._reply(request, ex, 200, headers, file.read_bytes())
+            spans.append(span)
+        if not spans:
+            headers["Content-Range"] = f"bytes */{size}"
+            return await self._reply(request, ex, 416, headers, b"")
+        boundary = secrets.token_hex(8)
+        body = bytearray()
+        for start, stop in spans:
+            body += (
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {start}-{stop - 1}/{size}\r\n\r\n"
+            ).encode("ascii")
+            body += await asyncio.to_thread(_read_range, file, start, stop - start)
+            body += b"\r\n"
+        body += f"--{boundary}--\r\n".encode("ascii")
+        headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        if request.method == "HEAD":
+            return await self._reply(request, ex, 206, headers, b"", head_length=len(body))
+        return await self._reply(request, ex, 206, headers, bytes(body))
 
 
 # ---------------------------------------------------------------------------------------

@@ -381,3 +381,114 @@ def test_identity_of_sources(big, range_server):
     remote = source_identity(ByteSource(url))
     assert remote["kind"] == "remote" and remote["size"] == os.path.getsize(path)
     assert len(remote["content"]) == 64  # HTTP: a SHA-256 content fingerprint
+
+
+# -- a cached HTTP reopen in one request ------------------------------------------------------
+
+
+def test_cached_http_reopen_is_one_request(range_server, tmp_path):
+    """Size, version and both ends of the content fingerprint come in the probe itself."""
+    (v1, data1), (v2, data2) = _same_size_pair(tmp_path)
+    range_server.multi_range = True  # as nginx and Apache answer several ranges
+    url = range_server.put("rec.nwb", v1)
+    cache = tmp_path / "cache"
+    assert _open(url, cache).encoding["xnwb_open"]["index_cached"] is False
+    range_server.reset()
+    range_server.multi_range = True
+    ds = _open(url, cache)
+    assert ds.encoding["xnwb_open"]["index_cached"] is True
+    assert range_server.count() == 1
+    (probe,) = range_server.requests
+    assert probe.status == 206 and probe.range == "bytes=0-65535,-65536"
+    np.testing.assert_array_equal(ds.data.values, data1)
+    # Change detection is as strong as before: rewritten in place, ETag restored.
+    served = range_server.path("rec.nwb")
+    before = os.stat(served)
+    etag = range_server.etag(served)
+    served.write_bytes(Path(v2).read_bytes())
+    os.utime(served, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert range_server.etag(served) == etag
+    ds = _open(url, cache)
+    assert ds.encoding["xnwb_open"]["index_cached"] is False
+    np.testing.assert_array_equal(ds.data.values, data2)
+
+
+def test_cached_http_reopen_where_the_server_answers_one_range_only(range_server, tmp_path):
+    """A server that answers several ranges with the whole object (S3, GCS): its body is
+    not read, and from then on the two ends are two single ranges sent together."""
+    (v1, data1), _ = _same_size_pair(tmp_path)
+    url = range_server.put("rec.nwb", v1)
+    cache = tmp_path / "cache"
+    _open(url, cache)
+    multi = [r for r in range_server.requests if r.range and "," in r.range]
+    assert [r.status for r in multi] == [200]  # asked once, refused, remembered
+    range_server.reset()
+    ds = _open(url, cache)
+    assert ds.encoding["xnwb_open"]["index_cached"] is True
+    assert sorted(r.range for r in range_server.requests) == ["bytes=-65536", "bytes=0-65535"]
+    np.testing.assert_array_equal(ds.data.values, data1)
+
+
+def test_probe_parts_are_checked(range_server, tmp_path):
+    """The multipart answer is read by each part's Content-Range, and held to what was asked."""
+    from xnwb.exceptions import ChunkReadError
+    from xnwb.remote import _check_parts, _multipart_parts
+
+    body = (
+        b"--XX\r\nContent-Range: bytes 0-3/10\r\n\r\n--XX\r\n"
+        b"--XX\r\nContent-Range: bytes 8-9/10\r\n\r\nab\r\n--XX--\r\n"
+    )
+    parts = _multipart_parts(body, "multipart/byteranges; boundary=XX", "u", "bytes 0-3,-2")
+    assert parts == [("bytes 0-3/10", b"--XX"), ("bytes 8-9/10", b"ab")]  # boundary in the data
+    assert _check_parts(parts, "0-3,-2", "u", "a") == (10, [(0, b"--XX"), (8, b"ab")])
+    with pytest.raises(ChunkReadError, match="bytes 8-9 missing"):
+        _check_parts(parts[:1], "0-3,-2", "u", "a")
+    # Ranges merged into one part, over the gap between them (RFC 9110 allows it) ...
+    assert _check_parts([("bytes 0-9/10", b"0123456789")], "0-3,-2", "u", "a")[0] == 10
+    # ... but never bytes beyond what was asked.
+    with pytest.raises(ChunkReadError, match="got bytes 8-9"):
+        _check_parts([parts[0], ("bytes 8-9/10", b"ab")], "0-3,5-6", "u", "a")
+    with pytest.raises(ChunkReadError, match="object sizes 10 and 11"):
+        _check_parts([parts[0], ("bytes 9-10/11", b"ab")], "0-3,-2", "u", "a")
+    with pytest.raises(ChunkReadError, match="is cut short"):
+        _multipart_parts(body[:40], "multipart/byteranges; boundary=XX", "u", "a")
+
+
+def test_offsets_are_stored_narrow_and_read_back_as_int64(big, tmp_path):
+    """A file under 2 GiB: int32 in the entry (half the bytes to read and check), int64 out."""
+    path, _ = big
+    cache = tmp_path / "cache"
+    _open(path, cache)
+    with np.load(_entry(cache)) as npz:
+        assert {npz[name].dtype for name in npz.files if name[0] in "ol"} == {np.dtype(np.int32)}
+    refs = load_cached(cache, os.path.realpath(path), local_identity(path))
+    fresh = xnwb.build_index(path)
+    assert refs.arrays[SERIES].offsets.dtype == np.int64
+    np.testing.assert_array_equal(refs.arrays[SERIES].offsets, fresh.arrays[SERIES].offsets)
+    np.testing.assert_array_equal(refs.arrays[SERIES].lengths, fresh.arrays[SERIES].lengths)
+    # Values that do not fit stay int64.
+    from xnwb.cache import _narrow
+
+    assert _narrow(np.array([0, 2**40])).dtype == np.int64
+    assert _narrow(np.array([-1, 5])).dtype == np.int32
+
+
+def test_cached_reopen_where_the_server_refuses_several_ranges_with_416(tmp_path):
+    """aiohttp's static files answer a multi-range request 416: the two ends are then
+    asked one by one, and the origin is remembered."""
+    import xnwb.remote
+    from xnwb.testing import serve_files
+
+    (v1, data1), _ = _same_size_pair(tmp_path)
+    folder = tmp_path / "www"
+    folder.mkdir()
+    shutil.copy(v1, folder / "rec.nwb")
+    cache = tmp_path / "cache"
+    with serve_files(folder) as server:
+        url = f"{server.url}/rec.nwb"
+        assert _open(url, cache).encoding["xnwb_open"]["index_cached"] is False
+        assert xnwb.remote._origin(url) in xnwb.remote._SINGLE_RANGE_ORIGINS
+        again = _open(url, cache)
+        assert again.encoding["xnwb_open"]["index_cached"] is True
+        assert again.encoding["xnwb_open"]["requests"] == 2  # the two ends, in flight together
+        np.testing.assert_array_equal(again.data.values, data1)

@@ -72,9 +72,12 @@ def test_remote_equals_local_and_cached_open_reads_no_metadata(remote, recording
     remote.server.reset()
     again = _open(url, remote, cache)
     assert again.encoding["xnwb_open"]["index_cached"] is True
-    # The version check and, over HTTP, the content fingerprint (first and last 64 KiB,
-    # two ranges in flight at once): nothing of the HDF5 metadata.
-    assert remote.server.count() <= 3
+    # The version check and, over HTTP, the content fingerprint (first and last 64 KiB)
+    # in the same round trip: one request where the server answers several ranges at
+    # once (tests/test_cache.py), two in flight together here (the loopback server, as
+    # S3 does, answers them with the whole object; xnwb remembered that at the first
+    # open). Nothing of the HDF5 metadata.
+    assert remote.server.count() <= 2
     np.testing.assert_array_equal(again.data[3000:3100].values, data[3000:3100] * 1e-6)
 
     listing = xnwb.list_series(url, storage_options=remote.storage_options, index_cache=cache)

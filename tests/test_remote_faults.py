@@ -21,6 +21,7 @@ import xnwb
 import xnwb.remote
 from tests.conftest import counts
 from tests.loopback import RangeServer, _read_range, parse_range
+from xnwb.cache import CONTENT_FINGERPRINT_BYTES
 from xnwb.exceptions import (
     ChunkDecodeError,
     ChunkReadError,
@@ -33,16 +34,21 @@ FAST = {"connect_timeout": 0.5, "read_timeout": 0.5, "retries": 1, "retry_wait":
 STALL = 4.0  # longer than every timeout used here; the server is stopped after each test
 
 
+_HEAD = f"bytes=0-{CONTENT_FINGERPRINT_BYTES - 1}"
+_TAIL = f"bytes=-{CONTENT_FINGERPRINT_BYTES}"
+
+
 class FaultyServer(RangeServer):
     """A range server with switchable misbehaviour on data reads (not on the probe).
 
     ``mode``: ``None``, ``"stall_head"`` (no answer), ``"stall_body"`` (half the body,
     then silence), ``"shift_range"`` (the bytes two further on, labelled so),
     ``"shift_body"`` (the bytes two further on under the Content-Range asked for),
-    ``"wrong_total"``, ``"probe_whole"`` (answer ``bytes=0-0`` with the whole file, as
-    RangeHTTPServer does), ``"probe_mangled"``. ``if_match``: answer 412 when
-    ``If-Match`` does not name the current ETag. ``validators``: send ETag and
-    Last-Modified. ``retry_after``: ``(times, seconds)`` of 503 + Retry-After.
+    ``"wrong_total"``, ``"probe_whole"`` (answer the probe with the whole file, as
+    RangeHTTPServer does ``bytes=0-0``), ``"probe_mangled"`` (bytes 0-99 to any probe).
+    ``if_match``: answer 412 when ``If-Match`` does not name the current ETag.
+    ``validators``: send ETag and Last-Modified. ``retry_after``: ``(times, seconds)`` of
+    503 + Retry-After.
     ``fail_at``: answer 500 to every data read whose range holds this byte.
     """
 
@@ -67,7 +73,9 @@ class FaultyServer(RangeServer):
         if file is None or header is None:
             return await super()._serve(request, ex)
         size = file.stat().st_size
-        probe = header == "bytes=0-0"
+        # The one-byte probe, or the probe that brings both ends for the content
+        # fingerprint of a cached open (one multi-range request, or the two ends apart).
+        probe = header in ("bytes=0-0", _HEAD, _TAIL) or "," in header
         mode = self.mode
         if probe and mode == "probe_whole":
             return await self._reply(request, ex, 200, CIMultiDict(), file.read_bytes())
@@ -255,15 +263,19 @@ def test_probe_answered_with_the_whole_file(server, recording, tmp_path):
     url = server.put("rec.nwb", path)
     server.mode = "probe_whole"
     with pytest.raises(ChunkReadError, match="server ignores Range"):
-        _open(url, tmp_path)
+        _open(url, tmp_path)  # the probe for both ends (a cached open)
+    with pytest.raises(ChunkReadError, match=r"ignores Range .*'Range: bytes=0-0'"):
+        xr.open_dataset(url, engine="nwbzarr", storage_options=FAST, index_cache=False)
 
 
 def test_probe_answered_with_other_bytes(server, recording, tmp_path):
     path, _ = recording
     url = server.put("rec.nwb", path)
     server.mode = "probe_mangled"
-    with pytest.raises(ChunkReadError, match=r"mangles Range: asked bytes 0-0"):
+    with pytest.raises(ChunkReadError, match=r"mangles Range: asked bytes 0-65535,-65536"):
         _open(url, tmp_path)
+    with pytest.raises(ChunkReadError, match=r"mangles Range: asked bytes 0-0"):
+        xr.open_dataset(url, engine="nwbzarr", storage_options=FAST, index_cache=False)
 
 
 def test_probe_truncated_once_is_retried_and_always_is_wrapped(server, recording, tmp_path):

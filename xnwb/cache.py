@@ -17,11 +17,16 @@ What identifies a source (:func:`source_identity`):
   inode/size/mtime (so a restored mtime restores the ETag), send weak ones (``W/``),
   constant ones or none: for every ``http(s)://`` source the identity also holds a
   **content fingerprint**, a SHA-256 of the file's first and last 64 KiB (where HDF5
-  keeps the superblock, the root group and the metadata written at close). It costs
-  one ranged request per open. What cannot be detected: an HTTP object rewritten with
+  keeps the superblock, the root group and the metadata written at close). It comes
+  with the probe that finds the size and tag: one request for both where the server
+  answers several ranges at once (nginx, Apache), else two single ranges in flight
+  together (S3 and GCS answer a multi-range request with the whole object, whose body
+  is not read, aiohttp's static files with 416; that origin then gets single ranges for
+  the rest of the process).
+  What cannot be detected: an HTTP object rewritten with
   the same size, tag and first and last 64 KiB but a different layout in between.
 
-Each entry is one ``.npz`` file (offsets and lengths as int64 arrays plus a JSON
+Each entry is one ``.npz`` file (offsets and lengths as int32 or int64 arrays plus a JSON
 document; no pickle) named by a hash of the key, written to a temporary file and
 renamed into place (two processes building one entry leave one valid entry). Its
 last member is a SHA-256 over everything before it: an entry altered or cut short
@@ -54,8 +59,9 @@ from xnwb.refs import ReferenceIndex
 
 __all__ = ["cache_dir", "load_cached", "source_identity", "store_cached"]
 
-#: Version of the entry layout; entries of another version are rebuilt.
-_FORMAT = 2
+#: Version of the entry layout; entries of another version are rebuilt (3: offsets and
+#: lengths stored as int32 where they fit).
+_FORMAT = 3
 #: Bytes hashed at each end of an HTTP object for its content fingerprint.
 CONTENT_FINGERPRINT_BYTES = 64 * 2**10
 #: Schemes whose version tags change with every write of the content.
@@ -123,17 +129,27 @@ def tag_is_trusted(url: str, tag: str | None) -> bool:
     return urlparse(url).scheme in _TRUSTED_TAG_SCHEMES
 
 
-def content_fingerprint(byte_source: Any, size: int) -> str:
-    """SHA-256 of the first and last :data:`CONTENT_FINGERPRINT_BYTES` of a source."""
-    head = min(size, CONTENT_FINGERPRINT_BYTES)
-    tail_start = max(head, size - CONTENT_FINGERPRINT_BYTES)
-    starts, lengths = [0], [head]
-    if size > tail_start:
-        starts.append(tail_start)
-        lengths.append(size - tail_start)
-    digest = hashlib.sha256()
-    for piece in byte_source.fetch(starts, lengths):
-        digest.update(piece)
+def content_fingerprint(byte_source: Any) -> str:
+    """SHA-256 of the first and last :data:`CONTENT_FINGERPRINT_BYTES` of a source.
+
+    Each byte counts once (a file shorter than twice the span is hashed whole). Over
+    HTTP the bytes come with the probe that finds the object's size and version:
+    one request where the server answers several ranges at once
+    (:meth:`xnwb.remote.RemoteObject.ends`).
+
+    Examples
+    --------
+    >>> import hashlib, os, tempfile
+    >>> from xnwb.source import ByteSource
+    >>> with tempfile.NamedTemporaryFile(delete=False) as fh:
+    ...     _ = fh.write(b"0123456789")
+    >>> content_fingerprint(ByteSource(fh.name)) == hashlib.sha256(b"0123456789").hexdigest()
+    True
+    >>> os.unlink(fh.name)
+    """
+    head, tail_start, tail = byte_source.ends(CONTENT_FINGERPRINT_BYTES)
+    digest = hashlib.sha256(head)
+    digest.update(tail[max(0, len(head) - tail_start) :])
     return digest.hexdigest()
 
 
@@ -141,16 +157,19 @@ def source_identity(byte_source: Any) -> dict[str, Any]:
     """What identifies the version of ``byte_source`` (a :class:`~xnwb.source.ByteSource`).
 
     Local files: :func:`local_identity`. Remote objects: size and tag, plus a content
-    fingerprint unless :func:`tag_is_trusted`.
+    fingerprint unless :func:`tag_is_trusted`. Over HTTP the fingerprint is asked for
+    first, so that it travels with the probe.
     """
     if byte_source.is_local:
         from xnwb.source import local_path
 
         return local_identity(local_path(byte_source.url))
+    untrusted_scheme = urlparse(byte_source.url).scheme not in _TRUSTED_TAG_SCHEMES
+    content = content_fingerprint(byte_source) if untrusted_scheme else None
     fingerprint = byte_source.fingerprint()
     identity: dict[str, Any] = {"kind": "remote", **fingerprint.to_dict()}
     if not tag_is_trusted(byte_source.url, identity.get("tag")):
-        identity["content"] = content_fingerprint(byte_source, int(identity["size"]))
+        identity["content"] = content or content_fingerprint(byte_source)
     return identity
 
 
@@ -270,8 +289,8 @@ def _to_parts(index: ReferenceIndex) -> tuple[dict[str, Any], dict[str, np.ndarr
     names: dict[str, int] = {}
     for n, (path, arr) in enumerate(index.arrays.items()):
         names[path] = n
-        arrays[f"o{n}"] = np.ascontiguousarray(arr.offsets, dtype=np.int64)
-        arrays[f"l{n}"] = np.ascontiguousarray(arr.lengths, dtype=np.int64)
+        arrays[f"o{n}"] = _narrow(arr.offsets)
+        arrays[f"l{n}"] = _narrow(arr.lengths)
         if arr.inline:
             inline[path] = {
                 ".".join(map(str, key)): base64.b64encode(value).decode("ascii")
@@ -280,6 +299,16 @@ def _to_parts(index: ReferenceIndex) -> tuple[dict[str, Any], dict[str, np.ndarr
     refs["arrays"] = names
     refs["inline"] = inline
     return refs, arrays
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """int32 when every value fits (files under 2 GiB), else int64: a million chunks'
+    offsets and lengths are then 8 MB to read and check at every open, not 16."""
+    values = np.asarray(values)
+    small = values.size == 0 or (
+        int(values.min()) >= np.iinfo(np.int32).min and int(values.max()) <= np.iinfo(np.int32).max
+    )
+    return np.ascontiguousarray(values, dtype=np.int32 if small else np.int64)
 
 
 def _from_parts(refs: dict[str, Any], arrays: dict[str, np.ndarray], url: str) -> ReferenceIndex:
@@ -291,8 +320,10 @@ def _from_parts(refs: dict[str, Any], arrays: dict[str, np.ndarray], url: str) -
         offsets, lengths = arrays[f"o{n}"], arrays[f"l{n}"]
         if offsets.size != arr.offsets.size or lengths.size != arr.offsets.size:
             raise ValueError(f"the chunk grid of {path!r} does not match its metadata")
-        arr.offsets = offsets.reshape(arr.offsets.shape)
-        arr.lengths = lengths.reshape(arr.offsets.shape)
+        if offsets.dtype not in (np.int32, np.int64) or lengths.dtype not in (np.int32, np.int64):
+            raise ValueError(f"the chunk offsets of {path!r} are stored as {offsets.dtype}")
+        arr.offsets = offsets.astype(np.int64, copy=False).reshape(arr.offsets.shape)
+        arr.lengths = lengths.astype(np.int64, copy=False).reshape(arr.offsets.shape)
         arr.inline = {
             tuple(int(i) for i in key.split(".")) if key else (): base64.b64decode(value)
             for key, value in inline.get(path, {}).items()

@@ -64,6 +64,13 @@ LAZY_MIN_CHUNKS = 512
 _COMPLETION_BATCH = 32
 #: Longest the background walk waits for one foreground read before going on.
 _YIELD_SECONDS = 1.0
+#: A read of more stored chunks than this is a long region (a dask task of a whole pass),
+#: not a window: the next regions of its size are resolved ahead of it.
+_LONG_REGION_CHUNKS = 512
+#: How many regions ahead.
+_LOOKAHEAD = 3
+#: Names of the threads that read B-tree nodes in the background.
+_BACKGROUND_THREADS = ("xnwb-index-ahead", "xnwb-index-completion")
 
 Box = Sequence[tuple[int, int]]
 
@@ -110,6 +117,8 @@ class LazyChunks:
         self._inner: dict[int, Node] = {}  # internal nodes, kept: few and reused by every box
         self._leaves_done: set[int] = set()  # leaves already copied into the offsets
         self._known: np.ndarray | None = None  # stored-grid cells whose state is known
+        self._pending: dict[tuple[tuple[int, int], ...], Any] = {}  # regions read ahead
+        self._last_long: int | None = None  # first row of the last long region read
         self._lock = threading.Lock()
 
     # Workers get the source, the tree and the internal nodes, not the thread or lock, and
@@ -124,6 +133,7 @@ class LazyChunks:
             complete=False,
             _known=None,
             _leaves_done=set(),
+            _pending={},
             _inner=dict(self._inner),  # a copy made at once: the walk may be adding nodes
         )
         return state
@@ -163,12 +173,78 @@ class LazyChunks:
         if any(hi <= lo for lo, hi in stored_box):
             return
         window = tuple(slice(lo, hi) for lo, hi in stored_box)
-        if self._known[window].all():
-            return
-        self._walk(ref, stored_box)
-        self._known[window] = True
+        if (
+            box is not None
+            and not self.source.is_local
+            and _cells(stored_box) > _LONG_REGION_CHUNKS
+        ):
+            self._look_ahead(ref, stored_box)  # locally a node costs a pread: no round trip
+        if not self._known[window].all():
+            self._wait_for_overlapping(stored_box)
+        if not self._known[window].all():
+            self._walk(ref, stored_box)
+            self._known[window] = True
         if box is None or self._known.all():
             self.complete = True
+
+    # -- a whole pass: the next regions' nodes are read while this one's data are --------
+    def _look_ahead(self, ref: Any, stored_box: list[tuple[int, int]]) -> None:
+        """Resolve the next :data:`_LOOKAHEAD` regions of this size along axis 0 (in the
+        direction the reads go), in the background: a pass reads region after region, and
+        each would otherwise wait a round trip or two for its leaves before its data
+        (20 ms each at cloud latency)."""
+        assert self._known is not None
+        lo, hi = stored_box[0]
+        n_rows = self._known.shape[0]
+        # Which way the pass goes (dask's threads often take a pass's tasks last first);
+        # not known yet at its first region: one region on either side.
+        step = hi - lo
+        if self._last_long is None:
+            shifts = [-step, step]
+        else:
+            shifts = [
+                k * (step if self._last_long <= lo else -step) for k in range(1, _LOOKAHEAD + 1)
+            ]
+        self._last_long = lo
+        for shift in shifts:
+            first, stop = max(0, lo + shift), min(n_rows, hi + shift)
+            if stop <= first:
+                continue
+            ahead = ((first, stop), *stored_box[1:])
+            with self._lock:
+                if ahead in self._pending or self._known[_slices(ahead)].all():
+                    continue
+                done = self._pending[ahead] = threading.Event()
+            threading.Thread(
+                target=self._resolve_ahead,
+                args=(ref, ahead, done),
+                name="xnwb-index-ahead",
+                daemon=True,
+            ).start()
+
+    def _resolve_ahead(self, ref: Any, ahead: tuple[tuple[int, int], ...], done: Any) -> None:
+        completion = self.completion
+        if completion is not None:  # the whole-tree walk waits for it as for a read
+            completion.foreground_begin()
+        try:
+            self._walk(ref, list(ahead))
+            assert self._known is not None
+            self._known[_slices(ahead)] = True
+        except Exception as err:  # the region's own read walks it again and raises
+            logger.debug("reading ahead the chunk index of %s failed: %s", self.path, err)
+        finally:
+            with self._lock:
+                self._pending.pop(ahead, None)
+            done.set()
+            if completion is not None:
+                completion.foreground_end()
+
+    def _wait_for_overlapping(self, stored_box: list[tuple[int, int]]) -> None:
+        """Wait for the reads ahead that overlap ``stored_box`` (no node is fetched twice)."""
+        with self._lock:
+            waits = [done for ahead, done in self._pending.items() if _overlap(ahead, stored_box)]
+        for done in waits:
+            done.wait()
 
     def after_read(self) -> None:
         """Called once a read is done: start completing the index in the background."""
@@ -181,8 +257,10 @@ class LazyChunks:
         chunk = np.asarray(self.tree.chunk_shape, dtype=np.int64)
         lower = np.asarray([lo for lo, _ in stored_box], dtype=np.int64) * chunk
         upper = np.asarray([hi - 1 for _, hi in stored_box], dtype=np.int64) * chunk
-        everything = all(lo == 0 for lo, _ in stored_box) and self._known is not None and all(
-            hi == g for (_, hi), g in zip(stored_box, self._known.shape, strict=True)
+        everything = (
+            all(lo == 0 for lo, _ in stored_box)
+            and self._known is not None
+            and all(hi == g for (_, hi), g in zip(stored_box, self._known.shape, strict=True))
         )
         # A window's few nodes merge generously (a round trip costs more than the gap's
         # bytes); the whole tree merges only near neighbours, not the data in between.
@@ -194,7 +272,11 @@ class LazyChunks:
                 for at in range(0, len(wave), _COMPLETION_BATCH):
                     if self.completion is not None:
                         self.completion.yield_to_reads()
-                    nodes.extend(self._nodes(wave[at : at + _COMPLETION_BATCH], _NODE_GAP))
+                    # Leaves that reads have applied meanwhile are not fetched again.
+                    batch = [
+                        a for a in wave[at : at + _COMPLETION_BATCH] if a not in self._leaves_done
+                    ]
+                    nodes.extend(self._nodes(batch, _NODE_GAP))
             else:
                 # A few nodes (a window's): merged generously. Many (a long region's, a
                 # dask task of a full pass): exactly, or the gaps would double its bytes.
@@ -218,13 +300,16 @@ class LazyChunks:
                     wave.append(child)
 
     def _nodes(self, addresses: list[int], gap: int = _NODE_GAP) -> list[Node]:
-        """The nodes at ``addresses``: kept ones from memory, the rest in one batch."""
+        """The nodes at ``addresses``: kept ones from memory, the rest in one batch.
+
+        Fetched in the background's own request slots from the threads that read ahead
+        or complete the index (the foreground's reads never queue behind them)."""
         out: dict[int, Node] = {a: self._inner[a] for a in addresses if a in self._inner}
         wanted = sorted({a for a in addresses if a not in out})
         size = node_read_size(self.tree)
         while wanted:
             lengths = [self._clip(a, size) for a in wanted]
-            fetched = self.source.fetch(wanted, lengths, max_gap=gap)
+            fetched = self.source.fetch(wanted, lengths, max_gap=gap, background=_in_background())
             self.nodes_fetched += len(wanted)
             again: list[int] = []
             for address, data in zip(wanted, fetched, strict=True):
@@ -328,6 +413,25 @@ class LazyChunks:
             ref.inline[key] = encode_chunk(array, ref.filters)
             ref.offsets[key] = -1
             ref.lengths[key] = 0
+
+
+def _in_background() -> bool:
+    return threading.current_thread().name.startswith(_BACKGROUND_THREADS)
+
+
+def _cells(box: Sequence[tuple[int, int]]) -> int:
+    out = 1
+    for lo, hi in box:
+        out *= max(0, hi - lo)
+    return out
+
+
+def _overlap(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> bool:
+    return all(lo < y and x < hi for (lo, hi), (x, y) in zip(a, b, strict=True))
+
+
+def _slices(box: Sequence[tuple[int, int]]) -> tuple[slice, ...]:
+    return tuple(slice(lo, hi) for lo, hi in box)
 
 
 def lazy_arrays(index: Any) -> dict[str, Any]:

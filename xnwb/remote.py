@@ -197,6 +197,8 @@ class RemoteObject:
         self._target: str | None = None
         self._fingerprint: Fingerprint | None = None
         self._identity: dict[str, Any] | None = None
+        #: ``(start, bytes)`` the probe brought beyond its one byte (the object's ends).
+        self._parts: list[tuple[int, bytes]] = []
         self._resolve_lock: asyncio.Lock | None = None
         self._sem: asyncio.Semaphore | None = None
         self._count_lock = threading.Lock()
@@ -254,10 +256,15 @@ class RemoteObject:
         return None
 
     # -- resolving ---------------------------------------------------------------
-    async def _resolve_http(self) -> tuple[str, Fingerprint]:
-        """Follow redirects with a one-byte GET (signed URLs often refuse HEAD)."""
+    async def _resolve_http(self, ends: int = 0) -> tuple[str, Fingerprint]:
+        """Follow redirects with a ranged GET (signed URLs often refuse HEAD).
+
+        ``ends`` > 0: the probe also brings the first and last ``ends`` bytes (the
+        content fingerprint of :mod:`xnwb.cache`) in the same round trip, see
+        :meth:`_probe_ends`; else it is one byte.
+        """
         try:
-            return await self._probe()
+            return await (self._probe_ends(ends) if ends > 0 else self._probe())
         except (_Transient, _Expired, ChunkReadError, FileNotFoundError):
             raise
         except Exception as err:
@@ -318,6 +325,136 @@ class RemoteObject:
             }
             return str(resp.url), Fingerprint(size, etag or modified)
 
+    async def _probe_ends(self, n: int) -> tuple[str, Fingerprint]:
+        """The probe as one request for both ends: ``Range: bytes=0-<n-1>,-<n>``.
+
+        A server that answers several ranges (nginx, Apache: ``206 multipart/byteranges``)
+        gives the size, the version and the first and last ``n`` bytes in one request.
+        One that declines (S3 and GCS answer ``200``, whose body is not read; aiohttp's
+        static files ``416``) is remembered for its origin, in this process; then, and
+        from then on, the two ends are two single-range requests sent at once (each
+        checked as the one-byte probe is). Every part must have a ``Content-Range`` within
+        what was asked, of one and the same object size, and a body of exactly that
+        length; every range asked must be answered in full.
+        """
+        origin = _origin(self.url)
+        if origin not in _SINGLE_RANGE_ORIGINS:
+            try:
+                return await self._ranged_probe(f"0-{n - 1},-{n}", n)
+            except _MultiRangeRefused:
+                _SINGLE_RANGE_ORIGINS.add(origin)
+        (target, fingerprint), (_, tail_fp) = await asyncio.gather(
+            self._ranged_probe(f"0-{n - 1}", n), self._ranged_probe(f"-{n}", n, keep=True)
+        )
+        if tail_fp != fingerprint:
+            raise ChunkReadError(
+                f"{self.url}: the object changed while it was being opened "
+                f"({fingerprint} at its head, {tail_fp} at its tail)"
+            )
+        return target, fingerprint
+
+    async def _ranged_probe(self, spec: str, n: int, keep: bool = False) -> tuple[str, Fingerprint]:
+        """One probing GET with ``Range: bytes=<spec>``; its parts go to ``self._parts``."""
+        asked = f"bytes {spec}"
+        request = await self._http_request(
+            self.url, {"Range": f"bytes={spec}"}, allow_redirects=True
+        )
+        async with request as resp:
+            for _ in resp.history:  # each followed redirect was a request too
+                self._count(0)
+            status = resp.status
+            if "," in spec and status in _MULTI_RANGE_REFUSED:
+                self._count(0)  # the body (maybe the whole object) is not read
+                raise _MultiRangeRefused
+            if status == 404:
+                self._count(0)
+                raise FileNotFoundError(f"{self.url}: 404 Not Found")
+            if status in _TRANSIENT_STATUS:
+                self._count(0)
+                raise _Transient(f"HTTP {status}", _retry_after(resp.headers))
+            if status >= 400:
+                self._count(0)
+                raise ChunkReadError(f"{self.url}: HTTP {status} {resp.reason}")
+            if status != 206:
+                self._count(0)  # the body (maybe the whole object) is not read
+                raise ChunkReadError(
+                    f"{self.url}: the server ignores Range (answered HTTP {status} to "
+                    f"'Range: bytes={spec}'); xnwb needs a server that honours HTTP Range "
+                    "requests"
+                )
+            # At most both ends plus the part headers: never read an unbounded body.
+            limit = 2 * n + 64 * 2**10
+            if resp.content_length is not None and resp.content_length > limit:
+                self._count(0)
+                raise ChunkReadError(
+                    f"{self.url}: the server mangles Range: {resp.content_length} bytes "
+                    f"answered to 'Range: bytes={spec}'"
+                )
+            body = await resp.content.read(limit + 1)
+            while len(body) <= limit and not resp.content.at_eof():
+                more = await resp.content.read(limit + 1 - len(body))
+                if not more:
+                    break
+                body += more
+            self._count(len(body))
+            if len(body) > limit:
+                raise ChunkReadError(
+                    f"{self.url}: the server mangles Range: more than {limit} bytes answered "
+                    f"to 'Range: bytes={spec}'"
+                )
+            content_type = resp.headers.get("Content-Type", "")
+            if content_type.lower().startswith("multipart/byteranges"):
+                parts = _multipart_parts(body, content_type, self.url, asked)
+            else:
+                parts = [(resp.headers.get("Content-Range", ""), body)]
+            size, pieces = _check_parts(parts, spec, self.url, asked)
+            etag = resp.headers.get("ETag")
+            modified = resp.headers.get("Last-Modified")
+            identity = {
+                "kind": "remote",
+                "size": size,
+                "etag": etag,
+                "last_modified": modified,
+                "tag": etag or modified,
+            }
+            if not keep:
+                self._identity = identity
+            self._parts.extend(pieces)
+            return str(resp.url), Fingerprint(size, etag or modified)
+
+    async def _ends(self, n: int) -> tuple[bytes, int, bytes]:
+        """``(head, tail_start, tail)``: the first and the last ``n`` bytes (clipped)."""
+        if self.is_http and self._fingerprint is None:
+            await self.resolve(ends=n)
+        size = (await self.resolve()).size
+        wanted = [(0, min(n, size)), (max(0, size - n), size)]
+        found: list[bytes | None] = []
+        for start, stop in wanted:
+            piece = None
+            for at, data in self._parts:
+                if at <= start and stop <= at + len(data):
+                    piece = data[start - at : stop - at]
+                    break
+            found.append(piece)
+        missing = [i for i, piece in enumerate(found) if piece is None]
+        if missing:
+            got = await self.get_ranges(
+                [wanted[i][0] for i in missing], [wanted[i][1] for i in missing]
+            )
+            for i, data in zip(missing, got, strict=True):
+                found[i] = data
+        head, tail = found
+        assert head is not None and tail is not None
+        return head, wanted[1][0], tail
+
+    def ends(self, n: int) -> tuple[bytes, int, bytes]:
+        """The first and last ``n`` bytes: ``(head, tail_start, tail)``.
+
+        Over HTTP, before the object is resolved, they come with the probe (one
+        request where the server answers several ranges at once).
+        """
+        return self.run(self._ends(n))
+
     async def _resolve_other(self) -> tuple[str, Fingerprint]:
         fs = self._filesystem()
         # gcsfs' _info also lists the "directory"; _get_object is one request.
@@ -350,13 +487,20 @@ class RemoteObject:
         }
         return self.url, Fingerprint(int(info["size"]), tag)
 
-    async def resolve(self, force: bool = False) -> Fingerprint:
-        """Find the object's final location, size and version tag."""
+    async def resolve(self, force: bool = False, ends: int = 0) -> Fingerprint:
+        """Find the object's final location, size and version tag.
+
+        ``ends`` > 0 (HTTP): bring the first and last ``ends`` bytes in the same round
+        trip (see :meth:`ends`).
+        """
         if self._resolve_lock is None:
             self._resolve_lock = asyncio.Lock()
         async with self._resolve_lock:
             if force or self._fingerprint is None:
-                resolver = self._resolve_http if self.is_http else self._resolve_other
+                self._parts = []
+                resolver = self._resolve_other
+                if self.is_http:
+                    resolver = lambda: self._resolve_http(ends)  # noqa: E731
                 target, fingerprint = await self._with_retries(resolver, "resolving")
                 self._target, self._fingerprint = target, fingerprint
                 self._check_pinned(self._identity)
@@ -543,10 +687,18 @@ class RemoteObject:
         )
         raise error(f"{what} {self.url} failed after {retries + 1} attempts: {last}") from last
 
-    async def get_range(self, start: int, end: int, retries: int | None = None) -> bytes:
-        """Bytes ``[start, end)``, retried on transient failures, length-checked."""
+    async def get_range(
+        self, start: int, end: int, retries: int | None = None, background: bool = False
+    ) -> bytes:
+        """Bytes ``[start, end)``, retried on transient failures, length-checked.
+
+        ``background`` requests (reading a chunk index ahead) have slots of their own, so
+        that they never queue in front of the data reads they are meant to speed up.
+        """
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
+            self._background_sem = asyncio.Semaphore(self.concurrency)
+        sem = self._background_sem if background else self._sem
         # A process's first read checks the pinned version with one metadata request,
         # unless every s3/gs read is conditional on it anyway (ETag or generation).
         conditional = self._pinned_etag() if self.protocol in _S3 else self._pinned_generation()
@@ -555,7 +707,7 @@ class RemoteObject:
         getter = self._get_http if self.is_http else self._get_other
 
         async def attempt() -> bytes:
-            async with self._sem:
+            async with sem:
                 body = await getter(start, end)
             if len(body) != end - start:
                 raise _Transient(f"short body: {len(body)} of {end - start} bytes")
@@ -577,10 +729,17 @@ class RemoteObject:
             failed.byte_range = (start, end)  # type: ignore[attr-defined]
         raise failed
 
-    async def get_ranges(self, starts: list[int], ends: list[int]) -> list[bytes]:
+    async def get_ranges(
+        self, starts: list[int], ends: list[int], background: bool = False
+    ) -> list[bytes]:
         """Many ranges at once, ``concurrency`` in flight."""
         return list(
-            await asyncio.gather(*(self.get_range(s, e) for s, e in zip(starts, ends, strict=True)))
+            await asyncio.gather(
+                *(
+                    self.get_range(s, e, background=background)
+                    for s, e in zip(starts, ends, strict=True)
+                )
+            )
         )
 
     async def try_ranges(self, starts: list[int], ends: list[int]) -> list[bytes | BaseException]:
@@ -591,6 +750,119 @@ class RemoteObject:
                 return_exceptions=True,
             )
         )
+
+
+class _MultiRangeRefused(Exception):
+    """The server answered a request for several ranges with the whole object."""
+
+
+#: How servers decline several ranges in one request: the whole object (S3, GCS), 416
+#: (aiohttp's static files), 400 or 501. The ranges are then asked one by one.
+_MULTI_RANGE_REFUSED = frozenset({200, 400, 416, 501})
+#: Origins (scheme://host:port) that declined several ranges in one request.
+_SINGLE_RANGE_ORIGINS: set[str] = set()
+
+
+def _origin(url: str) -> str:
+    parts = urlparse(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _multipart_parts(
+    body: bytes, content_type: str, url: str, asked: str
+) -> list[tuple[str, bytes]]:
+    """``(Content-Range, bytes)`` of each part of a ``multipart/byteranges`` body.
+
+    Each part's length comes from its own ``Content-Range``, not from a search for the
+    boundary, so a body that happens to contain the boundary cannot cut a part short.
+    """
+
+    def mangled(why: str) -> ChunkReadError:
+        return ChunkReadError(
+            f"{url}: the server mangles Range: its multipart answer to 'Range: {asked}' {why}"
+        )
+
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if match is None:
+        raise mangled("names no boundary")
+    delimiter = b"--" + match.group(1).encode("latin-1")
+    parts: list[tuple[str, bytes]] = []
+    at = body.find(delimiter)
+    while at >= 0:
+        at += len(delimiter)
+        if body.startswith(b"--", at):
+            return parts
+        head_end = body.find(b"\r\n\r\n", at)
+        if head_end < 0:
+            raise mangled("has a part without headers")
+        fields = {}
+        for line in body[at:head_end].decode("latin-1").split("\r\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                fields[name.strip().lower()] = value.strip()
+        content_range = fields.get("content-range", "")
+        span = _CONTENT_RANGE.fullmatch(content_range)
+        if span is None:
+            raise mangled(f"has a part with Content-Range {content_range!r}")
+        start = head_end + 4
+        stop = start + int(span.group(2)) - int(span.group(1)) + 1
+        if stop > len(body):
+            raise mangled("is cut short")
+        parts.append((content_range, body[start:stop]))
+        at = body.find(delimiter, stop)
+    raise mangled("does not end with its closing boundary")
+
+
+def _check_parts(
+    parts: list[tuple[str, bytes]], spec: str, url: str, asked: str
+) -> tuple[int, list[tuple[int, bytes]]]:
+    """The object size and ``(start, bytes)`` of the parts answered to ``bytes=<spec>``."""
+    size: int | None = None
+    pieces = []
+    for content_range, data in parts:
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        if match is None or match.group(3) == "*":
+            raise ChunkReadError(
+                f"{url}: the server mangles Range: asked {asked}, got Content-Range "
+                f"{content_range!r} (no object size)"
+            )
+        first, last, total = (int(g) for g in match.groups())
+        if size is not None and total != size:
+            raise ChunkReadError(
+                f"{url}: the server mangles Range: parts of one answer to {asked} give "
+                f"object sizes {size} and {total}"
+            )
+        size = total
+        if last < first or last >= total or len(data) != last - first + 1:
+            raise ChunkReadError(
+                f"{url}: the server mangles Range: asked {asked}, got Content-Range "
+                f"{content_range!r} with {len(data)} body bytes"
+            )
+        pieces.append((first, last, data))
+    if size is None:
+        raise ChunkReadError(f"{url}: the server answered {asked} with no part")
+    ranges = []
+    for item in spec.split(","):
+        a, _, b = item.partition("-")
+        ranges.append(
+            (max(0, size - int(b)), size - 1) if not a else (int(a), min(int(b), size - 1))
+        )
+    # A server may merge overlapping or nearby ranges into one part (RFC 9110): a part
+    # may span the gap between two ranges asked, never reach outside them, and every
+    # range asked must be answered in full.
+    hull = (min(a for a, _ in ranges), max(b for _, b in ranges))
+    for first, last, _ in pieces:
+        if not hull[0] <= first <= last <= hull[1]:
+            raise ChunkReadError(
+                f"{url}: the server mangles Range: asked {asked}, got bytes {first}-{last}"
+            )
+    for a, b in ranges:
+        if not any(first <= a and b <= last for first, last, _ in pieces):
+            raise ChunkReadError(
+                f"{url}: the server mangles Range: asked {asked}, bytes {a}-{b} missing "
+                f"from its answer"
+            )
+    return size, [(first, bytes(data)) for first, _, data in pieces]
 
 
 def _retry_after(headers: Any) -> float | None:

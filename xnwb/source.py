@@ -395,9 +395,11 @@ class ByteSource:
                     self._remote, self._remote_pid = remote, os.getpid()
         return self._remote
 
-    def _fetch_remote(self, bstarts: list[int], bends: list[int]) -> list[bytes]:
+    def _fetch_remote(
+        self, bstarts: list[int], bends: list[int], background: bool = False
+    ) -> list[bytes]:
         remote = self.remote()
-        return remote.run(remote.get_ranges(bstarts, bends))
+        return remote.run(remote.get_ranges(bstarts, bends, background=background))
 
     @property
     def requests(self) -> int:
@@ -421,14 +423,33 @@ class ByteSource:
             return Fingerprint(stat.st_size, str(stat.st_mtime_ns))
         return self.remote().fingerprint()
 
+    def ends(self, n: int) -> tuple[bytes, int, bytes]:
+        """The first and last ``n`` bytes of the file: ``(head, tail_start, tail)``.
+
+        Remote sources not yet resolved bring them with their probe (see
+        :meth:`xnwb.remote.RemoteObject.ends`).
+        """
+        if not self._local:
+            return self.remote().ends(n)
+        size = self.size()
+        tail_start = max(0, size - n)
+        head, tail = self.fetch([0, tail_start], [min(n, size), size - tail_start])
+        return bytes(head), tail_start, bytes(tail)
+
     # -- public -------------------------------------------------------------
     def fetch(
-        self, starts: Sequence[int], lengths: Sequence[int], *, max_gap: int | None = None
+        self,
+        starts: Sequence[int],
+        lengths: Sequence[int],
+        *,
+        max_gap: int | None = None,
+        background: bool = False,
     ) -> list[memoryview]:
         """Bytes ``[start, start + length)`` for every range, in the order given.
 
         The pieces are zero-copy views into the merged blocks. ``max_gap``
-        overrides the coalescing gap for this call.
+        overrides the coalescing gap for this call. ``background`` (remote): requests
+        with slots of their own, never queued in front of the reads in the foreground.
 
         Raises
         ------
@@ -448,7 +469,7 @@ class ByteSource:
             blocks = self._fetch_local(bstarts, bends)
         else:
             try:
-                blocks = self._fetch_remote(bstarts, bends)
+                blocks = self._fetch_remote(bstarts, bends, background)
             except ChunkReadError as err:
                 raise self._isolate(err, starts, lengths) from err
         got = np.fromiter((len(block) for block in blocks), np.int64, len(blocks))
