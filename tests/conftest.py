@@ -161,3 +161,26 @@ def fetch_log(monkeypatch) -> list[tuple[int, int]]:
 
     monkeypatch.setattr(ByteSource, "fetch", logged)
     return log
+
+
+def kerchunk_references(file: Any, url: str, **options: Any) -> dict[str, Any]:
+    """kerchunk's ``SingleHdf5ToZarr(file, url, **options).translate()``, without its deadlock.
+
+    kerchunk writes zarr attributes from inside h5py's ``visititems``, so the main thread
+    holds h5py's global lock while it waits for zarr's event-loop thread. If the garbage
+    collector runs on that thread and frees an h5py object left by an earlier test, the
+    object's finaliser waits for the same lock: both threads hang (seen in CI). The
+    collector is run first and paused during the translation.
+    """
+    import gc
+
+    from kerchunk.hdf import SingleHdf5ToZarr
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return SingleHdf5ToZarr(file, url, **options).translate()
+    finally:
+        if was_enabled:
+            gc.enable()

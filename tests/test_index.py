@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import xnwb
+from tests.conftest import kerchunk_references
 from xnwb.exceptions import UnsupportedFilterError
 from xnwb.read import read_array, read_selection
 from xnwb.refs import ReferenceIndex
@@ -215,13 +216,13 @@ def test_kerchunk_json_roundtrip_and_plain_zarr(tmp_path):
 
 
 def test_reads_kerchunk_references(tmp_path):
-    kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
+    pytest.importorskip("kerchunk.hdf")
     data = _signal((3000, 4))
     path = tmp_path / "kc.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("x", data=data, chunks=(256, 4), compression="gzip", shuffle=True)
     with open(path, "rb") as fh:
-        refs = kerchunk_hdf.SingleHdf5ToZarr(fh, str(path), inline_threshold=0).translate()
+        refs = kerchunk_references(fh, str(path), inline_threshold=0)
     index = ReferenceIndex.from_refs(refs)
     assert index.source == str(path)
     np.testing.assert_array_equal(read_array(index.arrays["x"], ByteSource(str(path))), data)

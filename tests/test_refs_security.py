@@ -20,7 +20,7 @@ import xarray as xr
 
 import xnwb
 from tests.audit import recording
-from tests.conftest import counts, write_nwb
+from tests.conftest import counts, kerchunk_references, write_nwb
 from xnwb.exceptions import (
     MalformedReferenceError,
     ReferenceWarning,
@@ -323,14 +323,14 @@ def test_export_of_undecodable_filter_fails_in_plain_zarr(tmp_path):
 
 # -- 4. kerchunk's own JSON ------------------------------------------------------------
 def test_kerchunk_fill_value_is_honoured(tmp_path):
-    kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
+    pytest.importorskip("kerchunk.hdf")
     path = tmp_path / "sparse.h5"
     with h5py.File(path, "w") as f:
         ds = f.create_dataset("x", shape=(3000,), dtype="f4", chunks=(500,), fillvalue=-7.0)
         ds[500:1000] = 2.0
         expected = ds[()]
     with open(path, "rb") as fh:
-        doc = kerchunk_hdf.SingleHdf5ToZarr(fh, str(path), inline_threshold=0).translate()
+        doc = kerchunk_references(fh, str(path), inline_threshold=0)
     with pytest.warns(ReferenceWarning, match="'x' \\(5 of 6\\)"):
         index = ReferenceIndex.from_reference_file(doc)
     np.testing.assert_array_equal(read_array(index.arrays["x"], ByteSource(str(path))), expected)
@@ -338,11 +338,11 @@ def test_kerchunk_fill_value_is_honoured(tmp_path):
 
 def test_kerchunk_unreadable_electrodes_table_keeps_the_real_ids(realdata, tmp_path):
     """kerchunk writes the region's table as text; ids [0, 14, 1, 15, …] must stay."""
-    kerchunk_hdf = pytest.importorskip("kerchunk.hdf")
+    pytest.importorskip("kerchunk.hdf")
     path = realdata / "nwb" / "neuroconv_tingley_lfp_stub_test.nwb"
     group = "processing/ecephys/LFP/ElectricalSeries_lfp"
     with open(path, "rb") as fh:
-        doc = kerchunk_hdf.SingleHdf5ToZarr(fh, str(path), inline_threshold=300).translate()
+        doc = kerchunk_references(fh, str(path), inline_threshold=300)
     attrs = json.loads(doc["refs"][f"{group}/electrodes/.zattrs"])
     assert attrs["table"] == "<HDF5 object reference>"
     refs = _write(doc, tmp_path / "kc.json")
