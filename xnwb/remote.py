@@ -188,7 +188,7 @@ class RemoteObject:
             # s3fs and gcsfs retry transient errors themselves; one more attempt on
             # top covers what they give up on without multiplying their backoff.
             self.retries = min(self.retries, 1)
-            if self.protocol in ("s3", "s3a"):
+            if self.protocol in _S3:
                 config = dict(self.storage_options.get("config_kwargs") or {})
                 config.setdefault("connect_timeout", self.connect_timeout)
                 config.setdefault("read_timeout", self.read_timeout)
