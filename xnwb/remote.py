@@ -282,23 +282,7 @@ class RemoteObject:
             # each followed redirect was a request too
             for _ in resp.history:
                 self._count(0)
-            status = resp.status
-            if status == 404:
-                self._count(0)
-                raise FileNotFoundError(f"{self.url}: 404 Not Found")
-            if status in _TRANSIENT_STATUS:
-                self._count(0)
-                raise _Transient(f"HTTP {status}", _retry_after(resp.headers))
-            if status >= 400:
-                self._count(0)
-                raise ChunkReadError(f"{self.url}: HTTP {status} {resp.reason}")
-            if status != 206:
-                # Do not read the body: it may be the whole object.
-                self._count(0)
-                raise ChunkReadError(
-                    f"{self.url}: the server ignores Range (answered HTTP {status} to "
-                    "'Range: bytes=0-0'); xnwb needs a server that honours HTTP Range requests"
-                )
+            self._refuse_probe_answer(resp, "0-0")
             content_range = resp.headers.get("Content-Range", "")
             match = _CONTENT_RANGE.fullmatch(content_range.strip())
             body = await resp.read()
@@ -313,17 +297,26 @@ class RemoteObject:
                     f"{self.url}: the server mangles Range: asked bytes 0-0, got Content-Range "
                     f"{content_range!r} with {len(body)} body bytes"
                 )
-            size = int(match.group(3))
-            etag = resp.headers.get("ETag")
-            modified = resp.headers.get("Last-Modified")
-            self._identity = {
-                "kind": "remote",
-                "size": size,
-                "etag": etag,
-                "last_modified": modified,
-                "tag": etag or modified,
-            }
-            return str(resp.url), Fingerprint(size, etag or modified)
+            self._identity = _probed_identity(int(match.group(3)), resp.headers)
+            return str(resp.url), _fingerprint_of(self._identity)
+
+    def _refuse_probe_answer(self, resp: Any, spec: str) -> None:
+        """Raise for a probe's answer that is not a 206 (its body, maybe the whole object,
+        is left unread)."""
+        status = resp.status
+        if status == 206:
+            return
+        self._count(0)
+        if status == 404:
+            raise FileNotFoundError(f"{self.url}: 404 Not Found")
+        if status in _TRANSIENT_STATUS:
+            raise _Transient(f"HTTP {status}", _retry_after(resp.headers))
+        if status >= 400:
+            raise ChunkReadError(f"{self.url}: HTTP {status} {resp.reason}")
+        raise ChunkReadError(
+            f"{self.url}: the server ignores Range (answered HTTP {status} to "
+            f"'Range: bytes={spec}'); xnwb needs a server that honours HTTP Range requests"
+        )
 
     async def _probe_ends(self, n: int) -> tuple[str, Fingerprint]:
         """The probe as one request for both ends: ``Range: bytes=0-<n-1>,-<n>``.
@@ -362,26 +355,10 @@ class RemoteObject:
         async with request as resp:
             for _ in resp.history:  # each followed redirect was a request too
                 self._count(0)
-            status = resp.status
-            if "," in spec and status in _MULTI_RANGE_REFUSED:
+            if "," in spec and resp.status in _MULTI_RANGE_REFUSED:
                 self._count(0)  # the body (maybe the whole object) is not read
                 raise _MultiRangeRefused
-            if status == 404:
-                self._count(0)
-                raise FileNotFoundError(f"{self.url}: 404 Not Found")
-            if status in _TRANSIENT_STATUS:
-                self._count(0)
-                raise _Transient(f"HTTP {status}", _retry_after(resp.headers))
-            if status >= 400:
-                self._count(0)
-                raise ChunkReadError(f"{self.url}: HTTP {status} {resp.reason}")
-            if status != 206:
-                self._count(0)  # the body (maybe the whole object) is not read
-                raise ChunkReadError(
-                    f"{self.url}: the server ignores Range (answered HTTP {status} to "
-                    f"'Range: bytes={spec}'); xnwb needs a server that honours HTTP Range "
-                    "requests"
-                )
+            self._refuse_probe_answer(resp, spec)
             # At most both ends plus the part headers: never read an unbounded body.
             limit = 2 * n + 64 * 2**10
             if resp.content_length is not None and resp.content_length > limit:
@@ -408,19 +385,11 @@ class RemoteObject:
             else:
                 parts = [(resp.headers.get("Content-Range", ""), body)]
             size, pieces = _check_parts(parts, spec, self.url, asked)
-            etag = resp.headers.get("ETag")
-            modified = resp.headers.get("Last-Modified")
-            identity = {
-                "kind": "remote",
-                "size": size,
-                "etag": etag,
-                "last_modified": modified,
-                "tag": etag or modified,
-            }
+            identity = _probed_identity(size, resp.headers)
             if not keep:
                 self._identity = identity
             self._parts.extend(pieces)
-            return str(resp.url), Fingerprint(size, etag or modified)
+            return str(resp.url), _fingerprint_of(identity)
 
     async def _ends(self, n: int) -> tuple[bytes, int, bytes]:
         """``(head, tail_start, tail)``: the first and the last ``n`` bytes (clipped)."""
@@ -750,6 +719,22 @@ class RemoteObject:
                 return_exceptions=True,
             )
         )
+
+
+def _probed_identity(size: int, headers: Any) -> dict[str, Any]:
+    """The identity a probe's answer gives: size, ETag, Last-Modified, version tag."""
+    etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+    return {
+        "kind": "remote",
+        "size": size,
+        "etag": etag,
+        "last_modified": modified,
+        "tag": etag or modified,
+    }
+
+
+def _fingerprint_of(identity: dict[str, Any]) -> Fingerprint:
+    return Fingerprint(identity["size"], identity["tag"])
 
 
 class _MultiRangeRefused(Exception):
