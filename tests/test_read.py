@@ -137,3 +137,51 @@ def test_corrupt_narrow_chunk_is_named(tmp_path):
 
     with pytest.raises(ChunkDecodeError, match=r"chunk \(2, 3\)"):
         read_selection(ref, ByteSource(str(path)), ())
+
+
+def test_decode_threads_only_for_a_read_alone(referenced, monkeypatch):
+    """A read from a worker thread (a dask window's one task) decodes in the pool when it is
+    the process's only read; reads running at once (a pass's tasks) decode in their own
+    threads. Both give the stored values."""
+    import threading
+
+    import xnwb.read
+
+    ref, source, data = referenced
+    pooled: list[str] = []
+    original = xnwb.read._decode_pool
+
+    def counting_pool():
+        pooled.append(threading.current_thread().name)
+        return original()
+
+    monkeypatch.setattr(xnwb.read, "_decode_pool", counting_pool)
+
+    def read_into(out: list) -> None:
+        out.append(read_selection(ref, source, (slice(0, 1000), slice(0, 7))))
+
+    alone: list = []
+    worker = threading.Thread(target=read_into, args=(alone,), name="worker-alone")
+    worker.start()
+    worker.join()
+    np.testing.assert_array_equal(alone[0], data)
+    assert pooled == ["worker-alone"]
+
+    # Two reads held in flight at once: neither uses the pool.
+    pooled.clear()
+    both: list = []
+    started = threading.Barrier(2)
+    real_fetch = source.fetch
+
+    def fetch_together(*args, **kwargs):
+        started.wait(timeout=10)  # each read waits until the other is in flight too
+        return real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(source, "fetch", fetch_together)
+    threads = [threading.Thread(target=read_into, args=(both,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(both) == 2 and all(np.array_equal(b, data) for b in both)
+    assert pooled == []
