@@ -147,6 +147,14 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return wall, out
 
 
+def _store_new(y: da.Array) -> np.ndarray:
+    """``y`` computed into one new array, block by block (what ``.compute()`` does, less its
+    final concatenation)."""
+    out = np.empty(y.shape, dtype=y.dtype)
+    da.store(y, out, lock=False)
+    return out
+
+
 def best_and_median(samples: list[float]) -> str:
     return f"{min(samples):.2f} / {statistics.median(samples):.2f}"
 
@@ -175,6 +183,7 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
     )
     print("|---|---:|" + "---|" * len(configs) + "---|")
     cpu_rows: list[str] = []
+    store_lines: list[str] = []
     for decim in (1, 10):
         t_mne: list[float] = []
         times: dict[tuple[str, str, str], list[float]] = {}
@@ -209,6 +218,13 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
                     cpu.setdefault((backend, dtype, "dask"), []).append(CPU_SECONDS[-1])
                     diff[dtype] = max(diff[dtype], float(np.abs(ours - ref).max()) / scale)
                     del ours
+                    if (backend, dtype) == configs[0]:
+                        # The same dask blocks stored into one new array (no concatenation
+                        # of the blocks into a second one, which .compute() adds).
+                        dt, ours = timed(lambda y=y: _store_new(y))
+                        times.setdefault((backend, dtype, "dask-store"), []).append(dt)
+                        diff[dtype] = max(diff[dtype], float(np.abs(ours - ref).max()) / scale)
+                        del ours
             del ref
         mne_median = statistics.median(t_mne)
         cells = []
@@ -225,6 +241,12 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
             + f" | {diff['complex128']:.1e} / {diff['complex64']:.1e} |",
             flush=True,
         )
+        store = statistics.median(times[(*configs[0], "dask-store")])
+        store_lines.append(
+            f"decim={decim}, {configs[0][0]} {configs[0][1]}: dask blocks stored into one "
+            f"new array (`da.store`) {store:.3f} s: {mne_median / store:.1f}× MNE, "
+            f"{store / statistics.median(times[(*configs[0], 'numpy')]):.2f}× numpy"
+        )
         mne_cpu = statistics.median(cpu["MNE"])
         cpu_cells = [
             f"{mne_cpu / statistics.median(cpu[(b, d, 'numpy')]):.1f}× / "
@@ -232,6 +254,7 @@ def bench_transform(x: np.ndarray, xd: da.Array, rate: float, repeat: int) -> No
             for b, d in configs
         ]
         cpu_rows.append(f"| {decim} | {mne_cpu:.2f} | " + " | ".join(cpu_cells) + " |")
+    print("\n" + "\n".join(store_lines))
     print(
         "\nCPU seconds (all threads; what a loaded machine or a cluster pays): MNE's, and its "
         "ratio to xnwb's numpy / dask:\n"

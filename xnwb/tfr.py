@@ -9,7 +9,11 @@ transformed, and trimmed back to its own samples.
 Per block, the engine does one forward FFT per channel, multiplies the spectrum by each
 kernel's spectrum, and inverts. With ``decim=q`` it never builds the full-rate output: for an
 FFT length ``n = q·m``, ``ifft_n(Y)[::q] == ifft_m(Y.reshape(q, m).mean(0))`` exactly, so only
-``m``-point inverse FFTs are needed (the folding is one batched matrix product).
+``m``-point inverse FFTs are needed. The forward side is split the same way (polyphase): the
+``m``-point spectra of the ``q`` interleaved sequences ``x[a::q]``, and the kernels' spectra
+folded, transformed over the aliases and twiddled once (:meth:`KernelBank.spectra`), give the
+folded product as one batched matrix product per block, with no full-length FFT and no
+transposing copy.
 
 The array functions are :func:`morlet` (MNE's Morlet wavelets), :func:`cwt` (any PyWavelets
 continuous wavelet, as ``pywt.cwt(..., method="fft")``) and the engine :func:`transform`.
@@ -621,15 +625,14 @@ def _block(
     buf[:, m_ext - shift : nfft - shift] = 0
     if shift:
         buf[:, nfft - shift :] = xt[:, :shift]
-    # The full complex spectrum, real input or not.
-    spectrum = _fft.forward(buf, out=_work("spectrum", (k, nfft), cdtype))
-    del buf
     convert = _CONVERT[
         spec.output if spec.dtype.kind == "c" or spec.output != "complex" else "real"
     ]
     if q == 1:
-        # A few rows at a time, so multiply, inverse FFT and conversion stay in cache and
-        # the result is written once.
+        # The full complex spectrum, real input or not; then a few rows at a time, so
+        # multiply, inverse FFT and conversion stay in cache and the result is written once.
+        spectrum = _fft.forward(buf, out=_work("spectrum", (k, nfft), cdtype))
+        del buf
         kernels = spec.bank.spectra(nfft, 1, cdtype)
         rows = max(1, min(k, _CACHE_BYTES // (cdtype.itemsize * nfft)))
         scratch = _work("rows", (rows, nfft), cdtype)
@@ -641,16 +644,19 @@ def _block(
                 coefs = _fft.ifft(work, out=work)
                 convert(coefs[:, :n_out], res[c0 : c0 + rows, f])
     else:
-        folded = spec.bank.spectra(nfft, q, cdtype)  # (m, q, F), divided by q
+        # Polyphase: the m-point spectra of the q interleaved sample sequences
+        # buf[:, a::q], written straight into a (bin, channel, phase) layout, times the
+        # kernels' polyphase spectra (m, q, F) — one small product (k, q) @ (q, F) per bin
+        # j — give the spectrum of every q-th output sample (see KernelBank.spectra). The
+        # FFTs are shorter than one of length nfft, and no transposing copy is needed.
         m = nfft // q
-        # The folding is one small product per folded bin j: (k, q) @ (q, F), on contiguous
-        # operands (one transposing copy of the spectrum); the inverse FFTs then write
-        # straight into a (k, F, m) layout, so the result is copied out row by row.
+        phases = spec.bank.spectra(nfft, q, cdtype)
         bins = _work("bins", (m, k, q), cdtype)
-        np.copyto(bins, spectrum.reshape(k, q, m).transpose(2, 0, 1))
-        del spectrum
-        prod = np.matmul(bins, folded, out=_work("products", (m, k, n_freqs), cdtype))
+        _fft.forward(buf.reshape(k, m, q), axis=1, out=bins.transpose(1, 0, 2))
+        del buf
+        prod = np.matmul(bins, phases, out=_work("products", (m, k, n_freqs), cdtype))
         del bins
+        # The inverse FFTs write straight into a (k, F, m) layout: copied out row by row.
         coefs = _work("coefficients", (k, n_freqs, m), cdtype)
         _fft.ifft(prod, axis=0, out=coefs.transpose(2, 0, 1))
         del prod

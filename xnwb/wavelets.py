@@ -79,8 +79,13 @@ class KernelBank:
     def spectra(self, nfft: int, decim: int = 1, dtype: Any = np.complex128) -> np.ndarray:
         """Kernel spectra for FFT length ``nfft`` (cached, read-only).
 
-        ``decim == 1``: shape ``(n_kernels, nfft)``; otherwise the folded layout
-        ``(nfft // decim, decim, n_kernels)`` already divided by ``decim``. Computed in double
+        ``decim == 1``: shape ``(n_kernels, nfft)``. Otherwise the polyphase layout
+        ``(m, decim, n_kernels)``, ``m = nfft // decim``: ``H[j, a, f]`` is such that the
+        decimated output's spectrum is ``sum_a X_a[j] H[j, a, f]``, where ``X_a`` is the
+        ``m``-point spectrum of the input's samples ``a, a + decim, a + 2 decim, ...``. It is
+        the folded spectrum ``K_f[i m + j] / decim``, transformed over the ``decim`` aliases
+        ``i`` (a ``decim``-point DFT) and multiplied by the twiddles ``exp(-2πi j a / nfft)``
+        (the split of an ``nfft``-point FFT into ``decim`` of length ``m``). Computed in double
         precision, then stored as ``dtype`` (``complex128`` or ``complex64``).
         """
         return _spectra(self, int(nfft), int(decim), np.dtype(dtype).str)
@@ -92,6 +97,10 @@ def _spectra(bank: KernelBank, nfft: int, decim: int, dtype: str = "<c16") -> np
     shape = (len(bank), nfft) if decim == 1 else (m, decim, len(bank))
     spec = np.empty(shape, dtype=np.dtype(dtype))
     row = np.empty(nfft, dtype=np.complex128)
+    if decim > 1:
+        # j * a reduced mod nfft first: exact integers, so large FFTs keep full precision.
+        turns = (np.arange(m)[:, None] * np.arange(decim)[None, :]) % nfft
+        twiddles = np.exp(-2j * np.pi * turns / nfft)
     # One kernel at a time, straight into the final layout: the bank's spectra are the
     # largest array of a block plan, and a second full-size copy would double the peak.
     for f, (kernel, centre) in enumerate(zip(bank.kernels, bank.centres, strict=True)):
@@ -102,7 +111,8 @@ def _spectra(bank: KernelBank, nfft: int, decim: int, dtype: str = "<c16") -> np
         if decim == 1:
             spec[f] = freq
         else:
-            spec[:, :, f] = freq.reshape(decim, m).T / decim
+            folded = freq.reshape(decim, m).T / decim  # (m, decim): the aliases of bin j
+            spec[:, :, f] = sfft.fft(folded, axis=1) * twiddles
     spec.setflags(write=False)
     return spec
 
