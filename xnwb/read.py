@@ -33,28 +33,6 @@ _MIN_CHUNKS_FOR_THREADS = 4
 _FETCH_BATCH_BYTES = 32 * 2**20
 
 
-class _ReadsInFlight:
-    """How many reads this process runs at once (``with`` counts one)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self._count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._count -= 1
-
-    def alone(self) -> bool:
-        return self._count <= 1
-
-
-_in_flight = _ReadsInFlight()
-
-
 def _decode_pool() -> ThreadPoolExecutor:
     """A per-process decode pool (a forked child must not reuse its parent's threads)."""
     pid = os.getpid()
@@ -122,13 +100,6 @@ def read_selection(
     numpy.ndarray
     """
     ref.check_readable(path)
-    with _in_flight:
-        return _read_selection(ref, source, key, path)
-
-
-def _read_selection(
-    ref: ArrayRef, source: ByteSource, key: Sequence[slice | np.ndarray | int], path: str
-) -> np.ndarray:
     key = tuple(key) + (slice(None),) * (len(ref.shape) - len(key))
     drop = tuple(i for i, k in enumerate(key) if isinstance(k, int | np.integer))
     norm = [np.asarray([k]) if isinstance(k, int | np.integer) else k for k in key]
@@ -194,17 +165,14 @@ def _read_selection(
     placer = slabs.place if slabs is not None else place
 
     def decode(jobs: list[tuple[int, Any]]) -> None:
-        # Decode in threads when this is the process's only read: an interactive read,
-        # from the main thread or from the one task of a dask window (single-threaded
-        # decoding made a window through chunks={} 1.4x slower than the lazy array's).
-        # While dask's threads read several regions at once (a pass), each decodes its own
-        # and a second pool would only make the threads fight over the cores. The pool gets
-        # a few batches per thread, not one future per chunk (a future costs ~50 us: more
-        # than decoding a small chunk).
+        # Decode in threads for interactive reads; inside a dask task (not the main
+        # thread) the scheduler already runs one task per core, and a second pool only
+        # makes the threads fight over the cores. The pool gets a few batches per thread,
+        # not one future per chunk (a future costs ~50 us: more than decoding a small chunk).
         if (
             len(jobs) >= _MIN_CHUNKS_FOR_THREADS
             and ref.filters
-            and (threading.current_thread() is threading.main_thread() or _in_flight.alone())
+            and threading.current_thread() is threading.main_thread()
         ):
             pool = _decode_pool()
             n_batches = min(len(jobs), 4 * pool._max_workers)
