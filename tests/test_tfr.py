@@ -244,7 +244,7 @@ def test_morlet_computes_and_reads_nothing():
 def test_window_reads_only_its_chunks_and_halo(decim, chunk):
     x, reads = counted_array(SIGNAL, chunks=(3, chunk))
     # Blocks as long as the input chunks (explicit chunks=; the default plan would take the
-    # whole 3000-sample record as one block of eight halos).
+    # whole 3000-sample record as one block).
     y = tfr.morlet(x, RATE, FREQS, 7.0, decim=decim, chunks={1: chunk})
     halo = morlet_kernels(RATE, FREQS).halo  # 348 samples
     size = chunk if chunk >= halo else 2 * chunk  # 250-sample chunks are merged in pairs

@@ -173,8 +173,8 @@ class EphysAccessor:
         """Morlet wavelet transform, identical to ``mne.time_frequency.tfr_array_morlet``.
 
         Lazy: computes nothing. The transform runs in blocks planned by memory, not by the
-        file's storage chunks: a few channels and about eight halos (half the longest
-        wavelet) of time per block, shrunk until one block's peak memory fits dask's
+        file's storage chunks: a few channels and about sixteen halos (half the
+        longest wavelet) of time per block, shrunk until one block's peak memory fits dask's
         ``array.chunk-size`` (see :func:`xnwb.blocks.plan_blocks`). Computing a window of
         the result transforms only the blocks of the window's channels and times, and reads
         only their samples plus the halo.

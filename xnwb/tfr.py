@@ -495,7 +495,7 @@ def _transform_dask(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
     h, q = spec.halo, spec.decim
     n = x.shape[spec.axis]
     # Blocks planned by memory: a few channels (the last other axis; any axes before it one
-    # row at a time) and about eight halos of time; never the storage layout's grouping.
+    # row at a time) and about sixteen halos of time; never the storage layout's grouping.
     other = [s for a, s in enumerate(x.shape) if a != spec.axis]
     other_chunks: tuple[tuple[int, ...], ...] = ()
     if other:
