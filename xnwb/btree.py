@@ -8,7 +8,7 @@ specification (version 3):
 
 - the superblock's field sizes (:func:`read_superblock`);
 - object headers, versions 1 and 2, enough to find a dataset's Data Layout message
-  (:func:`find_chunk_tree`);
+  (:func:`find_chunk_tree`, :func:`chunk_layout`; :mod:`xnwb.chunklist` uses it too);
 - version-1 B-tree nodes of type 1 (raw data chunks), whose keys hold each chunk's
   stored size, filter mask and offset (:func:`parse_node`, :func:`children_in_box`).
 
@@ -26,11 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "UNDEFINED_ADDRESS",
     "ChunkTree",
     "Node",
     "Superblock",
     "UnsupportedLayout",
     "children_in_box",
+    "chunk_layout",
     "find_chunk_tree",
     "node_read_size",
     "parse_node",
@@ -42,6 +44,8 @@ Reader = Callable[[int, int], bytes]
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _UNDEFINED = 0xFFFFFFFFFFFFFFFF
+#: The address HDF5 writes where nothing is stored (a B-tree never created).
+UNDEFINED_ADDRESS = _UNDEFINED
 _LAYOUT_MESSAGE = 0x0008
 _CONTINUATION_MESSAGE = 0x0010
 #: Entries per node assumed before a node is read (HDF5's default K = 32 for chunk
@@ -186,7 +190,22 @@ def find_chunk_tree(read: Reader, header_address: int, superblock: Superblock) -
         When the dataset is not chunked, or its chunks are indexed some other way
         (layout message version 4: HDF5 1.10's indexes), or nothing was written.
     """
-    address = header_address + superblock.base_address
+    tree = chunk_layout(read, header_address + superblock.base_address)
+    if tree.address == _UNDEFINED:
+        raise UnsupportedLayout("no chunk was ever written (no B-tree)")
+    return tree
+
+
+def chunk_layout(read: Reader, address: int) -> ChunkTree:
+    """The chunk layout in the object header at the absolute file ``address``.
+
+    Its ``address`` is ``UNDEFINED_ADDRESS`` when no chunk was ever written.
+
+    Raises
+    ------
+    UnsupportedLayout
+        When the dataset is not chunked or its chunks are indexed some other way.
+    """
     signature = read(address, 4)
     messages = _messages_v2(read, address) if signature == b"OHDR" else _messages_v1(read, address)
     for kind, flags, body in messages:
@@ -220,8 +239,6 @@ def _parse_layout(body: bytes) -> ChunkTree:
     if ndims < 2:
         raise UnsupportedLayout(f"bad chunk dimensionality {ndims}")
     dims = struct.unpack_from(f"<{ndims}I", body, dims_at)
-    if tree == _UNDEFINED:
-        raise UnsupportedLayout("no chunk was ever written (no B-tree)")
     return ChunkTree(tree, tuple(int(d) for d in dims[:-1]), int(dims[-1]))
 
 

@@ -5,22 +5,18 @@ Most NWB files (h5py/pynwb's default, ``libver="earliest"``) index chunks with a
 version-1 B-tree, whose leaves are arrays of fixed-size records: reading each node
 with one ``os.pread`` and decoding its records with one numpy call lists a million
 chunks several times faster. Only that layout is read here (object header v1 or v2,
-layout message v3, 8-byte addresses and lengths); anything else — v4 chunk indexes
+layout message v1–v3, 8-byte addresses and lengths); anything else — v4 chunk indexes
 (``libver="latest"``), a file object, an unexpected byte — returns ``None`` and the
 caller uses ``chunk_iter``. The walk checks every node's signature, type and level,
 that chunk offsets are aligned and inside the dataset, that chunks end inside the
 file, and that the first chunk is the one HDF5 itself reports.
 
+The object header and its layout message are read by :func:`xnwb.btree.chunk_layout` (the
+lazy remote index reads the same structures); this module walks the whole tree itself, every
+level with one ``pread`` per node and every leaf decoded by one numpy call at the end.
+
 Format facts (HDF5 File Format Specification, version 3):
 
-- object header v1: version 1, 2 reserved/count bytes, header size; messages from
-  byte 16, each ``type:u2, size:u2, flags:u1, reserved:3`` then ``size`` bytes.
-  v2: ``"OHDR"``, version 2, flags (bit 0–1: width of the chunk-size field, bit 2:
-  creation order stored, bit 4: phase-change values, bit 5: times), messages
-  ``type:u1, size:u2, flags:u1[, order:u2]``; continuation blocks start ``"OCHK"``.
-  A continuation message (type 0x10) gives ``offset, length`` of more messages.
-- layout message (type 0x08) v3, class 2 (chunked): ``dimensionality:u1``
-  (rank + 1), B-tree address, then ``dimensionality`` u4 sizes (chunk shape, element size).
 - v1 B-tree node: ``"TREE", type:u1 (1 = chunks), level:u1, entries:u2, left, right``,
   then keys and children alternating; a chunk key is ``size:u4, filter_mask:u4,
   offset:u8 × dimensionality``; children at level 0 are the chunks' addresses.
@@ -34,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read_chunk_btree"]
+from xnwb.btree import UNDEFINED_ADDRESS, UnsupportedLayout, chunk_layout
 
-_UNDEFINED = 0xFFFFFFFFFFFFFFFF
+__all__ = ["read_chunk_btree"]
 
 
 class _Unsupported(Exception):
@@ -112,76 +108,13 @@ class _Reader:
         return data
 
 
-def _messages_v1(reader: _Reader, addr: int) -> list[tuple[int, bytes]]:
-    head = reader.read(addr, 16)
-    if head[0] != 1:
-        raise _Unsupported("object header is not version 1")
-    count, _refs, size = struct.unpack_from("<HII", head, 2)
-    blocks = [(addr + 16, size)]
-    found: list[tuple[int, bytes]] = []
-    while blocks and len(found) < count:
-        start, length = blocks.pop(0)
-        data = reader.read(start, length)
-        pos = 0
-        while pos + 8 <= len(data) and len(found) < count:
-            mtype, msize = struct.unpack_from("<HH", data, pos)
-            body = data[pos + 8 : pos + 8 + msize]
-            pos += 8 + msize
-            found.append((mtype, body))
-            if mtype == 0x10:
-                blocks.append(struct.unpack_from("<QQ", body, 0))
-    return found
-
-
-def _messages_v2(reader: _Reader, addr: int) -> list[tuple[int, bytes]]:
-    head = reader.read(addr, 64)
-    if head[:4] != b"OHDR" or head[4] != 2:
-        raise _Unsupported("object header is neither version 1 nor 2")
-    flags = head[5]
-    pos = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
-    width = 1 << (flags & 0x03)
-    chunk_size = int.from_bytes(head[pos : pos + width], "little")
-    pos += width
-    order = 2 if flags & 0x04 else 0
-    blocks = [(addr + pos, chunk_size, False)]
-    found: list[tuple[int, bytes]] = []
-    while blocks:
-        start, length, continued = blocks.pop(0)
-        data = reader.read(start, length)
-        p = 0
-        if continued:
-            if data[:4] != b"OCHK":
-                raise _Unsupported("bad continuation block")
-            p, end = 4, len(data) - 4  # checksum at the end
-        else:
-            end = len(data)
-        while p + 4 + order <= end:
-            mtype = data[p]
-            msize = int.from_bytes(data[p + 1 : p + 3], "little")
-            p += 4 + order
-            body = data[p : p + msize]
-            p += msize
-            found.append((mtype, body))
-            if mtype == 0x10:
-                offset, length2 = struct.unpack_from("<QQ", body, 0)
-                blocks.append((offset, length2, True))
-    return found
-
-
 def _layout_message(reader: _Reader, addr: int) -> tuple[int, tuple[int, ...]]:
     """B-tree address and chunk dims (including the element size) of a chunked dataset."""
-    first = reader.read(addr, 4)
-    messages = _messages_v2(reader, addr) if first == b"OHDR" else _messages_v1(reader, addr)
-    for mtype, body in messages:
-        if mtype != 0x08:
-            continue
-        if body[0] != 3 or body[1] != 2:
-            raise _Unsupported(f"layout message v{body[0]} class {body[1]}")
-        ndims = body[2]
-        (btree,) = struct.unpack_from("<Q", body, 3)
-        dims = struct.unpack_from(f"<{ndims}I", body, 11)
-        return btree, tuple(dims)
-    raise _Unsupported("no layout message")
+    try:
+        tree = chunk_layout(reader.read, addr)
+    except UnsupportedLayout as err:
+        raise _Unsupported(str(err)) from err
+    return tree.address, (*tree.chunk_shape, tree.element_size)
 
 
 def _walk(
@@ -195,7 +128,7 @@ def _walk(
     if len(dims) != rank + 1 or tuple(dims[:rank]) != chunks:
         raise _Unsupported("layout message does not match the dataset")
     empty = np.zeros(0, dtype=np.int64)
-    if btree == _UNDEFINED:
+    if btree == UNDEFINED_ADDRESS:
         return empty.reshape(0, rank), empty, empty, empty
     key_dtype = np.dtype(
         [("size", "<u4"), ("mask", "<u4"), ("offset", "<u8", (rank + 1,)), ("child", "<u8")]
