@@ -19,13 +19,11 @@ import re
 import sys
 from typing import Any, NoReturn
 
+from xnwb.exceptions import UsageError
+
 __all__ = ["main"]
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-class UsageError(ValueError):
-    """A bad value on the command line (the message says which and what is accepted)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -269,30 +267,6 @@ def _storage_option(text: str) -> tuple[str, Any]:
     except ValueError:
         parsed = value
     return key.strip(), parsed
-
-
-def storage_options(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
-    """Nest ``a.b=value`` pairs into ``{"a": {"b": value}}`` (fsspec's option shape).
-
-    Examples
-    --------
-    >>> storage_options([("anon", True), ("client_kwargs.endpoint_url", "http://x")])
-    {'anon': True, 'client_kwargs': {'endpoint_url': 'http://x'}}
-    >>> storage_options([]) is None
-    True
-    """
-    if not pairs:
-        return None
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        *parents, leaf = key.split(".")
-        node = out
-        for name in parents:
-            node = node.setdefault(name, {})
-            if not isinstance(node, dict):
-                raise UsageError(f"--storage-option {key}: {name!r} was already given a value")
-        node[leaf] = value
-    return out
 
 
 def _baseline(text: str) -> tuple[float | None, float | None]:

@@ -2,7 +2,7 @@
 
 Each takes the parsed arguments, prints what it did to standard output and returns the exit
 status; errors are raised (an :class:`xnwb.exceptions.XnwbError`, ``OSError`` or
-:class:`xnwb.cli.UsageError`) and turned into one line by :func:`xnwb.cli.main`.
+:class:`xnwb.exceptions.UsageError`) and turned into one line by :func:`xnwb.cli.main`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from xnwb.cli import UsageError, storage_options
+from xnwb.exceptions import UsageError
 
 __all__ = ["demo", "human_bytes", "index", "info", "plot", "tfr"]
 
@@ -459,3 +459,27 @@ def _check_output(output: str, *, force: bool) -> None:
         raise UsageError(f"{output!r} is a folder; give a file name such as refs.json")
     if os.path.exists(output) and not force:
         raise UsageError(f"{output!r} exists; pass --force to overwrite it")
+
+
+def storage_options(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    """Nest ``a.b=value`` pairs into ``{"a": {"b": value}}`` (fsspec's option shape).
+
+    Examples
+    --------
+    >>> storage_options([("anon", True), ("client_kwargs.endpoint_url", "http://x")])
+    {'anon': True, 'client_kwargs': {'endpoint_url': 'http://x'}}
+    >>> storage_options([]) is None
+    True
+    """
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        *parents, leaf = key.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--storage-option {key}: {name!r} was already given a value")
+        node[leaf] = value
+    return out

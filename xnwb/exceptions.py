@@ -167,3 +167,10 @@ class IncompleteResultError(ResultError):
 
 
 __all__ += ["IncompleteResultError", "ResultError"]
+
+
+class UsageError(ValueError):
+    """A bad value on the ``xnwb`` command line (the message says which and what is accepted)."""
+
+
+__all__ += ["UsageError"]
