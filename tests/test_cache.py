@@ -352,19 +352,24 @@ def _same_size_pair(tmp_path):
     return specs
 
 
+def _rewrite_keeping_etag(range_server, name, replacement):
+    """Rewrite a served file in place and set its mtime back: the server's
+    inode-size-mtime ETag is unchanged (as after a restore that keeps timestamps)."""
+    served = range_server.path(name)
+    etag = range_server.etag(served)
+    before = os.stat(served)
+    served.write_bytes(Path(replacement).read_bytes())
+    os.utime(served, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert range_server.etag(served) == etag
+
+
 def test_http_object_rewritten_with_the_same_etag_is_reindexed(range_server, tmp_path):
     (v1, _), (v2, data2) = _same_size_pair(tmp_path)
     url = range_server.put("rec.nwb", v1)
-    served = range_server.path("rec.nwb")
     cache = tmp_path / "cache"
     first = _open(url, cache)
     assert first.encoding["xnwb_open"]["index_cached"] is False
-    etag = range_server.etag(served)
-    # Rewrite in place and set mtime back: the server's inode-size-mtime ETag is unchanged.
-    before = os.stat(served)
-    served.write_bytes(Path(v2).read_bytes())
-    os.utime(served, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert range_server.etag(served) == etag
+    _rewrite_keeping_etag(range_server, "rec.nwb", v2)
     ds = _open(url, cache)
     assert ds.encoding["xnwb_open"]["index_cached"] is False  # the content fingerprint moved
     np.testing.assert_array_equal(ds.data.values, data2)
@@ -402,12 +407,7 @@ def test_cached_http_reopen_is_one_request(range_server, tmp_path):
     assert probe.status == 206 and probe.range == "bytes=0-65535,-65536"
     np.testing.assert_array_equal(ds.data.values, data1)
     # Change detection is as strong as before: rewritten in place, ETag restored.
-    served = range_server.path("rec.nwb")
-    before = os.stat(served)
-    etag = range_server.etag(served)
-    served.write_bytes(Path(v2).read_bytes())
-    os.utime(served, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert range_server.etag(served) == etag
+    _rewrite_keeping_etag(range_server, "rec.nwb", v2)
     ds = _open(url, cache)
     assert ds.encoding["xnwb_open"]["index_cached"] is False
     np.testing.assert_array_equal(ds.data.values, data2)

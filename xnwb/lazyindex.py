@@ -23,6 +23,7 @@ decoded and inlined as the eager index does, chunks never written stay ``-1``
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
@@ -172,7 +173,7 @@ class LazyChunks:
             ]
         if any(hi <= lo for lo, hi in stored_box):
             return
-        window = tuple(slice(lo, hi) for lo, hi in stored_box)
+        window = _slices(stored_box)
         if (
             box is not None
             and not self.source.is_local
@@ -420,10 +421,7 @@ def _in_background() -> bool:
 
 
 def _cells(box: Sequence[tuple[int, int]]) -> int:
-    out = 1
-    for lo, hi in box:
-        out *= max(0, hi - lo)
-    return out
+    return math.prod(max(0, hi - lo) for lo, hi in box)
 
 
 def _overlap(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> bool:

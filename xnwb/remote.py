@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import random
 import re
 import threading
@@ -201,6 +202,7 @@ class RemoteObject:
         self._parts: list[tuple[int, bytes]] = []
         self._resolve_lock: asyncio.Lock | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._background_sem: asyncio.Semaphore | None = None  # index reads ahead
         self._count_lock = threading.Lock()
 
     # -- plumbing ----------------------------------------------------------------
@@ -264,7 +266,9 @@ class RemoteObject:
         :meth:`_probe_ends`; else it is one byte.
         """
         try:
-            return await (self._probe_ends(ends) if ends > 0 else self._probe())
+            if ends > 0:
+                return await self._probe_ends(ends)
+            return await self._ranged_probe("0-0", 1)  # one byte
         except (_Transient, _Expired, ChunkReadError, FileNotFoundError):
             raise
         except Exception as err:
@@ -275,30 +279,6 @@ class RemoteObject:
                 f"{self.url}: the one-byte probe (Range: bytes=0-0) failed: "
                 f"{type(err).__name__}: {err}"
             ) from err
-
-    async def _probe(self) -> tuple[str, Fingerprint]:
-        request = await self._http_request(self.url, {"Range": "bytes=0-0"}, allow_redirects=True)
-        async with request as resp:
-            # each followed redirect was a request too
-            for _ in resp.history:
-                self._count(0)
-            self._refuse_probe_answer(resp, "0-0")
-            content_range = resp.headers.get("Content-Range", "")
-            match = _CONTENT_RANGE.fullmatch(content_range.strip())
-            body = await resp.read()
-            self._count(len(body))
-            if match is None or match.group(3) == "*":
-                raise ChunkReadError(
-                    f"{self.url}: the server mangles Range: asked bytes 0-0, got Content-Range "
-                    f"{content_range!r} (no object size)"
-                )
-            if (int(match.group(1)), int(match.group(2))) != (0, 0) or len(body) != 1:
-                raise ChunkReadError(
-                    f"{self.url}: the server mangles Range: asked bytes 0-0, got Content-Range "
-                    f"{content_range!r} with {len(body)} body bytes"
-                )
-            self._identity = _probed_identity(int(match.group(3)), resp.headers)
-            return str(resp.url), _fingerprint_of(self._identity)
 
     def _refuse_probe_answer(self, resp: Any, spec: str) -> None:
         """Raise for a probe's answer that is not a 206 (its body, maybe the whole object,
@@ -467,9 +447,11 @@ class RemoteObject:
         async with self._resolve_lock:
             if force or self._fingerprint is None:
                 self._parts = []
-                resolver = self._resolve_other
-                if self.is_http:
-                    resolver = lambda: self._resolve_http(ends)  # noqa: E731
+                resolver = (
+                    functools.partial(self._resolve_http, ends)
+                    if self.is_http
+                    else self._resolve_other
+                )
                 target, fingerprint = await self._with_retries(resolver, "resolving")
                 self._target, self._fingerprint = target, fingerprint
                 self._check_pinned(self._identity)

@@ -130,13 +130,24 @@ class TimeIndex(RangeIndex):
 
     # -- alignment (``a - b``, ``xr.align``): pandas-like joins on a shared sample grid ----
 
-    def _grid_offset(self, other: TimeIndex) -> int | None:
-        """``other``'s first sample as a sample number of this grid (``None``: other grid)."""
-        if abs(other.step - self.step) > 1e-12 * self.step:
-            return None
-        position = (other.start - self.start) / self.step
-        offset = round(position)
-        return offset if abs(position - offset) <= _LABEL_TOLERANCE else None
+    def _grid_offset(self, other: Any) -> int:
+        """``other``'s first sample as a sample number of this grid.
+
+        Raises
+        ------
+        ValueError
+            When ``other`` is not a time axis sampled on this grid.
+        """
+        if isinstance(other, TimeIndex) and abs(other.step - self.step) <= 1e-12 * self.step:
+            position = (other.start - self.start) / self.step
+            offset = round(position)
+            if abs(position - offset) <= _LABEL_TOLERANCE:
+                return offset
+        raise ValueError(
+            f"cannot align time axes sampled on different grids ({self!r} and {other!r}): "
+            "select matching samples first (ds.sel(time=..., method='nearest')) or "
+            "resample one of them"
+        )
 
     def join(self, other: Any, how: str = "inner") -> TimeIndex:
         """The inner or outer join of two time axes sampled on the same grid.
@@ -148,13 +159,7 @@ class TimeIndex(RangeIndex):
         >>> a.join(b).start, a.join(b).size, a.join(b, how="outer").size
         (1.0, 2000, 4000)
         """
-        offset = self._grid_offset(other) if isinstance(other, TimeIndex) else None
-        if offset is None:
-            raise ValueError(
-                f"cannot align time axes sampled on different grids ({self!r} and {other!r}): "
-                "select matching samples first (ds.sel(time=..., method='nearest')) or "
-                "resample one of them"
-            )
+        offset = self._grid_offset(other)
         spans = ((0, self.size), (offset, offset + other.size))
         if how == "inner":
             lo, hi = max(spans[0][0], spans[1][0]), min(spans[0][1], spans[1][1])
@@ -170,11 +175,7 @@ class TimeIndex(RangeIndex):
 
     def reindex_like(self, other: Any) -> dict[Hashable, Any]:
         """Positions in this axis of ``other``'s samples (-1 where this axis has none)."""
-        offset = self._grid_offset(other) if isinstance(other, TimeIndex) else None
-        if offset is None:
-            raise ValueError(
-                f"cannot align time axes sampled on different grids ({self!r} and {other!r})"
-            )
+        offset = self._grid_offset(other)
         positions = np.arange(offset, offset + other.size, dtype=np.int64)
         positions[(positions < 0) | (positions >= self.size)] = -1
         return {self.dim: positions}

@@ -98,6 +98,8 @@ class KernelBank:
         ``G[j, 2a+1, 2f] = -H.imag``, so that ``X.view(float) @ G == (X @ H).view(float)``
         for any complex ``X`` of shape ``(m, k, decim)``.
         """
+        if int(decim) < 2:
+            raise TFRParameterError(f"fold matrices are for decim >= 2, got {decim!r}")
         return _spectra(self, int(nfft), int(decim), np.dtype(dtype).str, real=True)
 
 
