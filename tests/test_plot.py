@@ -375,6 +375,25 @@ def test_plot_window_of_a_spectrogram():
     assert ax.get_title(loc="left") == "channel 4"
 
 
+def test_spectrogram_frequencies_in_any_order_are_drawn_ascending():
+    """A transform keeps its frequencies in the order given (``--freqs 10,100,20``); the
+    bands are drawn between neighbouring frequencies, so they are sorted first."""
+    t = np.arange(400) / 200.0
+    values = np.random.default_rng(1).normal(size=(1, 3, 400)) ** 2
+    coords = {"channel": [0], "time": t}
+    given = xr.DataArray(values, dims=("channel", "frequency", "time"),
+                         coords={**coords, "frequency": [10.0, 100.0, 20.0]})
+    (mesh,) = _meshes(plot_window(given, 0.0, 2.0))
+    shown = mesh.get_array().reshape(3, -1)
+    np.testing.assert_allclose(shown, values[0, [0, 2, 1]])
+    edges = mesh.get_coordinates()[:, 0, 1]
+    assert np.all(np.diff(edges) > 0)
+    assert edges[0] < 10 < edges[1] < 20 < edges[2] < 100 < edges[3]
+    twice = given.assign_coords(frequency=[10.0, 20.0, 10.0])
+    with pytest.raises(ValueError, match="distinct frequencies"):
+        plot_window(twice, 0.0, 2.0)
+
+
 def test_channel_panels_share_one_colour_scale():
     tfr = _spectrogram(3, scale=[1, 10, 100], output="power")
     fig = plot_window(tfr, 50.0, 3.0)

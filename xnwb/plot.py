@@ -523,6 +523,13 @@ def _plot_spectrogram(
     has_channel = "channel" in window.dims
     order = ("channel", "frequency", "time") if has_channel else ("frequency", "time")
     window = window.copy(data=values).transpose(*order)
+    # The bands are drawn between neighbouring frequencies: they must ascend (a transform
+    # keeps the order its frequencies were given in, e.g. `--freqs 10,100,20`).
+    freqs = window["frequency"].values.astype(float)
+    if np.any(np.diff(freqs) <= 0):
+        if np.unique(freqs).size < freqs.size:
+            raise ValueError(f"a spectrogram needs distinct frequencies, got {freqs.tolist()}")
+        window = window.sortby("frequency")
     if has_channel:
         arrays = [window.values[i] for i in range(window.sizes["channel"])]
         titles = [f"channel {c}" for c in _channel_labels(window)]
