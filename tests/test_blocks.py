@@ -16,7 +16,15 @@ from mne.time_frequency import tfr_array_morlet
 import xnwb  # noqa: F401  (registers the accessors)
 from tests.conftest import counts
 from xnwb import tfr
-from xnwb.blocks import DEFAULT_MAX_ROWS, HALOS_PER_BLOCK, MIN_HALOS, plan_blocks
+from xnwb.blocks import (
+    BLOCK_POINTS,
+    DEFAULT_MAX_ROWS,
+    HALOS_PER_BLOCK,
+    MIN_HALOS,
+    MIN_ROWS,
+    fft_length,
+    plan_blocks,
+)
 from xnwb.wavelets import _spectra, morlet_kernels
 
 MiB = 2**20
@@ -98,9 +106,27 @@ def test_memory_bound_plans_shorten_blocks_before_splitting_channels():
     halo = morlet_kernels(30_000.0, SEED_FREQS).halo
     with dask.config.set({"array.chunk-size": "128MiB"}):
         plan = plan_blocks(36_000_000, 124, 20, halo, decim=30)
-    assert plan.rows == DEFAULT_MAX_ROWS
+    assert plan.rows == MIN_ROWS
     assert MIN_HALOS * halo <= plan.time < HALOS_PER_BLOCK * halo
     assert plan.peak_bytes <= 128 * MiB
+
+
+@pytest.mark.parametrize(
+    "rate,decim,rows",
+    [(1000.0, 10, DEFAULT_MAX_ROWS), (2500.0, 10, DEFAULT_MAX_ROWS), (30_000.0, 30, MIN_ROWS)],
+)
+def test_channels_per_block_follow_the_fft_work(rate, decim, rows):
+    """Short FFTs (low rates) come in wide channel groups, long ones in MIN_ROWS: a block is
+    about BLOCK_POINTS of FFT work, so a one-channel window costs about one block at any rate."""
+    halo = morlet_kernels(rate, SEED_FREQS).halo
+    plan = plan_blocks(int(rate * 3600), 384, 20, halo, decim=decim, target_bytes=128 * MiB)
+    assert plan.rows == rows
+    assert plan.time >= HALOS_PER_BLOCK * halo or plan.rows == MIN_ROWS
+    if rows == DEFAULT_MAX_ROWS:  # the budget, not the cap, would allow more
+        assert BLOCK_POINTS // fft_length(HALOS_PER_BLOCK * halo + 2 * halo, decim) >= rows
+    assert plan.rows * plan.nfft <= max(BLOCK_POINTS, MIN_ROWS * plan.nfft)
+    # Few channels in all: never more rows than there are.
+    assert plan_blocks(int(rate * 3600), 3, 20, halo, decim=decim).rows == 3
 
 
 @pytest.mark.parametrize("decim", [1, 30])
@@ -223,7 +249,8 @@ def test_one_channel_window_transforms_one_channel_group(
     # One channel group, the time blocks under one second: not 64 channels.
     assert 1 <= len(block_log) <= 2
     assert all(rows <= plan.rows for rows, _ in block_log)
-    assert sum(rows for rows, _ in block_log) < N_CHANNELS / 8
+    assert plan.rows <= N_CHANNELS // 4
+    assert sum(rows for rows, _ in block_log) <= 2 * plan.rows
     # Reads: the stored chunks under those blocks and their halo, each once.
     offsets = [start for start, _ in fetch_log]
     assert len(offsets) == len(set(offsets))

@@ -493,7 +493,13 @@ class EphysAccessor:
         )
         # A lazily opened file is read in pieces about one block's input long, so a window
         # reads little more than its blocks need; each piece is still read once per pass.
-        block_input = plan.rows * (plan.time + 2 * plan.halo) * np.dtype(da.dtype).itemsize
+        # Pieces keep the stored chunks' channel span: a block wider than that reads several
+        # pieces side by side, each as long as the block (not longer).
+        stored = da.encoding.get("chunks")
+        piece_rows = plan.rows
+        if stored is not None and da.ndim > 1 and len(stored) == da.ndim:
+            piece_rows = max(1, min(plan.rows, int(stored[-1])))
+        block_input = piece_rows * (plan.time + 2 * plan.halo) * np.dtype(da.dtype).itemsize
         data = _chunked(da, dim, target_bytes=block_input).data
         y = _tfr.transform(
             data,

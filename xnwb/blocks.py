@@ -6,15 +6,19 @@ samples out, and its FFT work buffers are as long as the block plus two halos. S
 spans every channel of a 121-channel storage chunk at 30 kHz holds gigabytes, and a one-channel
 window that lands in it transforms all 121 channels. A plan instead takes
 
-- **a few channels** per block (``max_rows``, 4 by default): a window of ``k`` channels
-  computes only the blocks of those channels' groups;
+- **a small group of channels** per block: as many as give the block about
+  :data:`BLOCK_POINTS` (2**20) FFT points, from :data:`MIN_ROWS` (4) to ``max_rows`` (16 by
+  default) — 4 channels at 30 kHz, 16 at 1–2.5 kHz, where short FFTs in groups of 4 pay their
+  per-block and per-product overheads over and over. A window of ``k`` channels computes
+  only the blocks of those channels' groups, about one block's work per group at any rate;
 - **time blocks of about 16 halos** (the halo is half the longest wavelet), so the overlap
   re-transformed at each seam stays near 12 % of the work (with 8 halos it was a quarter, and
   the dask path ran ~25 % behind the numpy one), filled up to their fast FFT length, a
   multiple of ``decim`` so every block starts on the decimated grid;
-- both reduced until the estimated peak memory of one task (input, FFT buffers, result and the
-  kernel spectra) fits ``target_bytes`` — dask's ``array.chunk-size`` unless given — whatever the
-  channel count, sampling rate, number of frequencies and ``decim``.
+- both reduced (channels down to 4 first, then time, then channels) until the estimated peak
+  memory of one task (input, FFT buffers, result and the kernel spectra) fits
+  ``target_bytes`` — dask's ``array.chunk-size`` unless given — whatever the channel count,
+  sampling rate, number of frequencies and ``decim``.
 
 Examples
 --------
@@ -31,7 +35,9 @@ from dataclasses import dataclass
 from xnwb.chunking import dask_chunk_size
 
 __all__ = [
+    "BLOCK_POINTS",
     "DEFAULT_MAX_ROWS",
+    "MIN_ROWS",
     "BlockPlan",
     "block_peak_bytes",
     "fast_size",
@@ -40,7 +46,9 @@ __all__ = [
     "real_fold",
 ]
 
-DEFAULT_MAX_ROWS = 4  # channels per block: what a one-channel window transforms at most
+MIN_ROWS = 4  # channels per block, memory allowing, however long the FFTs
+DEFAULT_MAX_ROWS = 16  # channels per block at most: what a one-channel window transforms
+BLOCK_POINTS = 2**20  # FFT points (channels x FFT length) one block aims at
 HALOS_PER_BLOCK = 16  # block length in halos: the overlap is ~2/16 of the work
 MIN_HALOS = 8  # shortest block (in halos) before a plan gives up channels per block
 MIN_BLOCK = 1024  # samples: below this, per-task overheads dominate short kernels
@@ -214,7 +222,8 @@ def plan_blocks(
         Fix either (an explicit ``chunks=``); the other is planned around it. A fixed
         ``time`` is rounded up to a multiple of ``decim`` and to at least the halo.
     max_rows : int
-        Most signals per block when ``rows`` is not fixed.
+        Most signals per block when ``rows`` is not fixed; between :data:`MIN_ROWS` and
+        this, as many as give a block about :data:`BLOCK_POINTS` FFT points.
 
     Returns
     -------
@@ -253,14 +262,25 @@ def plan_blocks(
         )
 
     t = round_time(time if time is not None else max(HALOS_PER_BLOCK * h, MIN_BLOCK))
-    r = max(1, min(int(rows if rows is not None else max_rows), n_rows))
+    rows_given = rows is not None
+    if rows is None:
+        # Channels enough for ~BLOCK_POINTS of FFT work: short FFTs in small groups pay
+        # their per-block and per-product overheads over and over (a whole pass at 1 kHz
+        # runs ~1.7x faster in 16-channel blocks than in 4-channel ones), while a window
+        # of one channel still transforms about one block's work whatever the rate.
+        rows = max(MIN_ROWS, min(int(max_rows), BLOCK_POINTS // fft_length(t + 2 * h, q)))
+    r = max(1, min(int(rows), n_rows))
+    if not rows_given:
+        while r > MIN_ROWS and peak(r, t) > target_bytes:
+            r -= 1
     if time is None:
-        # Over the bound: first give up block length down to MIN_HALOS halos (a third of the
-        # work re-transformed at worst), then channels, then length again.
+        # Over the bound: first give up the channels beyond MIN_ROWS, then block length down
+        # to MIN_HALOS halos (a third of the work re-transformed at worst), then channels,
+        # then length again.
         short = round_time(max(MIN_HALOS * h, MIN_BLOCK))
         while t > short and peak(r, t) > target_bytes:
             t = round_time(max(short, t * 3 // 4))
-    if rows is None:
+    if not rows_given:
         while r > 1 and peak(r, t) > target_bytes:
             r -= 1
     if time is None:
