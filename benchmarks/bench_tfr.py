@@ -393,7 +393,10 @@ def stats_pass_over_nwb(gigabytes: float, chunk_seconds: float, decims: list[int
     from datasets import DATA_DIR, write_recording
 
     rate, n_channels = 1000.0, 64
-    seconds = round(gigabytes * 1e9 / 2 / n_channels / rate)
+    # Whole dask chunks: the seed pipeline cannot transform a last chunk shorter than its
+    # longest wavelet (MNE refuses it).
+    seconds = max(1, round(gigabytes * 1e9 / 2 / n_channels / rate / chunk_seconds))
+    seconds = round(seconds * chunk_seconds)
     path = DATA_DIR / f"lfp_64ch_1khz_{seconds}s.nwb"
     if not path.exists():
         write_recording(
