@@ -34,7 +34,7 @@ import xarray as xr
 
 from xnwb import stats as _stats
 from xnwb import tfr as _tfr
-from xnwb.chunking import MIN_SPAN, dask_chunks
+from xnwb.chunking import channel_span, dask_chunks
 from xnwb.exceptions import (
     DegenerateStatisticsWarning,
     StatisticsMismatchError,
@@ -493,13 +493,12 @@ class EphysAccessor:
         )
         # A lazily opened file is read in pieces about one block's input long, so a window
         # reads little more than its blocks need; each piece is still read once per pass.
-        # Pieces keep the stored chunks' channel span (at least MIN_SPAN channels, as
-        # dask_chunks gives them): a block wider than that reads several pieces side by side,
-        # each about as long as the block (not longer).
+        # Pieces span the channels dask_chunks gives them: a block wider than that reads
+        # several pieces side by side, each about as long as the block (not longer).
         stored = da.encoding.get("chunks")
         piece_rows = plan.rows
         if stored is not None and da.ndim > 1 and len(stored) == da.ndim:
-            piece_rows = max(1, min(plan.rows, max(int(stored[-1]), MIN_SPAN)))
+            piece_rows = min(plan.rows, channel_span(da.shape, stored))
         block_input = piece_rows * (plan.time + 2 * plan.halo) * np.dtype(da.dtype).itemsize
         data = _chunked(da, dim, target_bytes=block_input).data
         y = _tfr.transform(

@@ -262,17 +262,17 @@ def plan_blocks(
         )
 
     t = round_time(time if time is not None else max(HALOS_PER_BLOCK * h, MIN_BLOCK))
-    rows_given = rows is not None
     if rows is None:
         # Channels enough for ~BLOCK_POINTS of FFT work: short FFTs in small groups pay
         # their per-block and per-product overheads over and over (a whole pass at 1 kHz
         # runs ~1.7x faster in 16-channel blocks than in 4-channel ones), while a window
         # of one channel still transforms about one block's work whatever the rate.
-        rows = max(MIN_ROWS, min(int(max_rows), BLOCK_POINTS // fft_length(t + 2 * h, q)))
-    r = max(1, min(int(rows), n_rows))
-    if not rows_given:
+        wanted = max(MIN_ROWS, BLOCK_POINTS // fft_length(t + 2 * h, q))
+        r = max(1, min(int(max_rows), wanted, n_rows))
         while r > MIN_ROWS and peak(r, t) > target_bytes:
             r -= 1
+    else:
+        r = max(1, min(int(rows), n_rows))
     if time is None:
         # Over the bound: first give up the channels beyond MIN_ROWS, then block length down
         # to MIN_HALOS halos (a third of the work re-transformed at worst), then channels,
@@ -280,7 +280,7 @@ def plan_blocks(
         short = round_time(max(MIN_HALOS * h, MIN_BLOCK))
         while t > short and peak(r, t) > target_bytes:
             t = round_time(max(short, t * 3 // 4))
-    if not rows_given:
+    if rows is None:
         while r > 1 and peak(r, t) > target_bytes:
             r -= 1
     if time is None:

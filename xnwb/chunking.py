@@ -49,6 +49,7 @@ __all__ = [
     "CHUNK_SIZE_FRACTION",
     "MIN_CHUNK_BYTES",
     "MIN_SPAN",
+    "channel_span",
     "dask_chunk_size",
     "dask_chunks",
     "default_target_bytes",
@@ -91,6 +92,23 @@ def default_target_bytes() -> int:
     16777216
     """
     return max(1, dask_chunk_size() // CHUNK_SIZE_FRACTION)
+
+
+def channel_span(
+    shape: Sequence[int], storage_chunks: Sequence[int], min_span: int = MIN_SPAN
+) -> int:
+    """Channels (axis 1) one :func:`dask_chunks` chunk spans: at least ``min_span``, in whole
+    storage chunks, capped by the channel count (before any growth of a short recording).
+
+    Examples
+    --------
+    >>> channel_span((1000, 64), (100, 1)), channel_span((1000, 64), (100, 3))
+    (4, 6)
+    >>> channel_span((1000, 384), (100, 121)), channel_span((1000, 2), (100, 1))
+    (121, 2)
+    """
+    n, unit = int(shape[1]), min(int(storage_chunks[1]), int(shape[1]))
+    return min(n, unit * math.ceil(min(min_span, n) / max(unit, 1)))
 
 
 def dask_chunks(
@@ -189,7 +207,7 @@ def dask_chunks(
         return tuple(unit)
     out = list(unit)
     if len(shape) >= 2:
-        out[1] = min(shape[1], unit[1] * math.ceil(min(min_span, shape[1]) / unit[1]))
+        out[1] = channel_span(shape, storage, min_span)
 
     # Time first: as many whole storage chunks as the target allows (at least one).
     row_bytes = itemsize * math.prod(out[1:])
