@@ -1,0 +1,116 @@
+"""The statistics pass over a lazy transform summarises each block as it is transformed.
+
+``xnwb.stats.moments`` of an untouched dask result of ``xnwb.tfr`` asks the transform for
+per-block ``(count, mean, M2)`` instead of computing the coefficients and summarising them
+afterwards. These tests pin that the shortcut is taken, that it gives the numbers of the
+general chunk-by-chunk path (and MNE's), and that anything else falls back to that path.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import dask.threaded
+import numpy as np
+import pytest
+from mne.time_frequency import tfr_array_morlet
+
+from xnwb import stats, tfr
+from xnwb.testing import raise_if_dask_computes
+
+RATE = 250.0
+FREQS = np.array([8.0, 20.0, 45.0])
+RNG = np.random.default_rng(7)
+SIGNAL = RNG.standard_normal((3, 4000)) + 0.5
+
+
+class KeyRecorder:
+    """A scheduler that remembers the names of every key it was asked to compute."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __call__(self, dsk, keys, **kwargs):
+        graph = dsk.__dask_graph__() if hasattr(dsk, "__dask_graph__") else dsk
+        for key in graph:
+            self.names.add(key[0] if isinstance(key, tuple) else key)
+        return dask.threaded.get(dsk, keys, **kwargs)
+
+
+def general_path(y: da.Array) -> stats.Moments:
+    """The chunk-by-chunk path: same values under a new name, so no transform hook."""
+    return stats.moments(y.map_blocks(np.asarray, dtype=y.dtype), axis=-1, progress=False)
+
+
+def transformed(output="power", decim=1, dtype=None, chunks=(3, 700)) -> da.Array:
+    x = da.from_array(SIGNAL, chunks=chunks)
+    return tfr.morlet(x, RATE, FREQS, 5.0, output=output, decim=decim, dtype=dtype)
+
+
+@pytest.mark.parametrize("output", ["complex", "power", "amplitude", "phase"])
+@pytest.mark.parametrize("decim", [1, 3])
+@pytest.mark.parametrize("dtype", [None, "complex64"])
+def test_block_summaries_equal_the_general_path(output, decim, dtype):
+    y = transformed(output, decim, dtype)
+    recorder = KeyRecorder()
+    with dask.config.set(scheduler=recorder):
+        fused = stats.moments(y, axis=-1, progress=False)
+    # The coefficients themselves were never a task: only their per-block summaries.
+    assert y.name not in recorder.names
+    assert any(name.startswith("wavelet") and "-summary-" in name for name in recorder.names)
+    general = general_path(y)
+    np.testing.assert_array_equal(fused.count, general.count)
+    np.testing.assert_allclose(fused.mean, general.mean, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(fused.m2, general.m2, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("decim", [1, 4])
+def test_block_summaries_equal_mne_power_statistics(decim):
+    y = transformed("complex", decim, chunks=(1, 333))
+    m = stats.moments(y, axis=-1, progress=False)
+    power = tfr_array_morlet(
+        SIGNAL[None], RATE, FREQS, 5.0, decim=decim, output="power", verbose=False
+    )[0]
+    np.testing.assert_array_equal(m.count, power.shape[-1])
+    np.testing.assert_allclose(m.mean, power.mean(-1), rtol=1e-12)
+    np.testing.assert_allclose(m.std, power.std(-1), rtol=1e-11)
+
+
+def test_one_compute_and_nothing_before_it():
+    with raise_if_dask_computes(max_computes=0):
+        y = transformed()
+    with raise_if_dask_computes(max_computes=1) as scheduler:
+        stats.moments(y, axis=-1, progress=False)
+    assert scheduler.total_computes == 1
+
+
+def test_time_along_the_first_axis_and_extra_axes():
+    x = np.moveaxis(np.stack([SIGNAL, 2 * SIGNAL[::-1]]), -1, 0)  # (time, 2, 3)
+    xd = da.from_array(x, chunks=(900, 1, 2))
+    y = tfr.morlet(xd, RATE, FREQS, 5.0, output="power", axis=0, decim=2)
+    assert y.shape[:2] == (2, 3)
+    fused = stats.moments(y, axis=-1, progress=False)
+    general = general_path(y)
+    np.testing.assert_allclose(fused.mean, general.mean, rtol=1e-13)
+    np.testing.assert_allclose(fused.m2, general.m2, rtol=1e-12)
+
+
+def test_other_axes_and_modified_results_take_the_general_path():
+    y = transformed()
+    power = y.compute()
+    across_frequencies = stats.moments(y, axis=1, progress=False)
+    np.testing.assert_allclose(across_frequencies.mean, power.mean(axis=1), rtol=1e-12)
+    y[0, 0, :50] = 0.0  # in place: the result is renamed, its statistics change
+    power[0, 0, :50] = 0.0
+    m = stats.moments(y, axis=-1, progress=False)
+    np.testing.assert_allclose(m.mean, power.mean(-1), rtol=1e-12)
+    np.testing.assert_allclose(m.std, power.std(-1), rtol=1e-11)
+
+
+def test_a_window_of_the_result_is_summarised_as_a_window():
+    y = transformed()
+    window = y[..., 100:1500]
+    m = stats.moments(window, axis=-1, progress=False)
+    power = y.compute()[..., 100:1500]
+    np.testing.assert_allclose(m.mean, power.mean(-1), rtol=1e-12)
+    np.testing.assert_allclose(m.std, power.std(-1), rtol=1e-11)
