@@ -147,6 +147,8 @@ def _deviation_buffer(shape: tuple[int, ...]) -> np.ndarray:
     statistics pass); a thread summarises one piece at a time, so one buffer serves.
     """
     size = int(np.prod(shape))
+    if size * 8 > 2 * _CACHE_BYTES:  # one very long row: not kept beyond this call
+        return np.empty(shape)
     buf = getattr(_LOCAL, "deviations", None)
     if buf is None or buf.size < size:
         buf = _LOCAL.deviations = np.empty(size)
@@ -234,7 +236,7 @@ def moments(x: Any, axis: int = -1, *, progress: bool = True) -> Moments:
     # per-block moments, without writing the transform out); anything else is summarised
     # chunk by chunk.
     hook = getattr(x, "_xnwb_block_moments", None)
-    summaries = hook(axis) if callable(hook) else None
+    summaries = hook(x, axis) if callable(hook) else None
     if summaries is not None:
         stacked = _compute(summaries, progress)
         parts = stacked.reshape(*stacked.shape[:-1], -1, 3)
