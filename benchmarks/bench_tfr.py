@@ -92,7 +92,9 @@ def pass_shares(
 
     Three passes over the same graph pieces: the read alone (each input chunk summed), the
     read and the transform (each power block reduced to one number), and the whole pass
-    (mergeable moments). Their differences are the shares; seconds, one run each.
+    (mergeable moments). Their differences are the shares; seconds, one run each. The whole
+    pass summarises each block inside its transform task, so "reduce" is what the summary
+    costs beyond a transform whose blocks are dropped, not a separate step.
     """
     t_read, _ = timed(lambda: x.sum().compute())
     p = tfr.morlet(x, sfreq, freqs, n_cycles, output="power", decim=decim, axis=axis)
