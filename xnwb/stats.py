@@ -237,12 +237,10 @@ def moments(x: Any, axis: int = -1, *, progress: bool = True) -> Moments:
     # chunk by chunk.
     hook = getattr(x, "_xnwb_block_moments", None)
     summaries = hook(x, axis) if callable(hook) else None
-    if summaries is not None:
+    if summaries is not None:  # (..., blocks x fields) along time: fields first, like below
         stacked = _compute(summaries, progress)
-        parts = stacked.reshape(*stacked.shape[:-1], -1, 3)
-        return combine(
-            Moments(parts[..., 0].astype(np.int64), parts[..., 1], parts[..., 2]), axis=-1
-        )
+        fields = stacked.reshape(*stacked.shape[:-1], -1, len(Moments._fields))
+        return _merge(np.moveaxis(fields, -1, 0), axis=-1)
     parts = x.map_blocks(
         _chunk_moments,
         axis=axis,
@@ -252,7 +250,11 @@ def moments(x: Any, axis: int = -1, *, progress: bool = True) -> Moments:
         meta=np.empty((0,) * (x.ndim + 1)),
         name=f"moments-{_token(x, axis)}",
     )
-    stacked = _compute(parts, progress)
+    return _merge(_compute(parts, progress), axis=axis)
+
+
+def _merge(stacked: np.ndarray, axis: int) -> Moments:
+    """Merge per-chunk summaries stacked as ``(count, mean, M2)`` along axis 0."""
     return combine(Moments(stacked[0].astype(np.int64), stacked[1], stacked[2]), axis=axis)
 
 
