@@ -87,30 +87,12 @@ def test_complex_input_with_decim_equals_mne(backend, decim):
         assert np.abs(ours - ref).max() <= 1e-10 * np.abs(ref).max()
 
 
-def test_real_fold_matrices_give_the_complex_product():
-    bank = tfr.morlet_kernels(500.0, FREQS, 5.0)
-    nfft, q = 3000, 6
-    h = bank.spectra(nfft, q)
-    g = bank.fold_matrices(nfft, q)
-    assert g.shape == (nfft // q, 2 * q, 2 * len(FREQS)) and g.dtype == np.float64
-    x = np.random.default_rng(3).standard_normal((nfft // q, 4, q, 2)).view(complex)[..., 0]
-    np.testing.assert_allclose(
-        np.matmul(x.view(np.float64), g), np.matmul(x, h).view(np.float64), rtol=0, atol=1e-12
-    )
-    assert bank.fold_matrices(nfft, q, np.complex64).dtype == np.float32
-
-
 @pytest.mark.parametrize("decim", [4, 9])
-def test_both_folds_equal_mne(decim, monkeypatch):
-    """Small blocks fold with real matrices, large ones (the seed's) with complex ones: the
-    complex path, forced here on small data, gives MNE's numbers too."""
-    import xnwb.tfr
-    from xnwb.blocks import real_fold
-
-    assert real_fold(18_432, 20) and not real_fold(184_320, 20)
+def test_fold_equals_mne_on_numpy_and_dask(decim):
+    """The polyphase fold (one complex product per folded bin) gives MNE's numbers on both
+    paths, whatever the block length."""
     ref = tfr_array_morlet(X[None], 500.0, FREQS, 5.0, decim=decim)[0]
     on = tfr.morlet(X, 500.0, FREQS, 5.0, decim=decim)
-    monkeypatch.setattr(xnwb.tfr, "real_fold", lambda *args: False)
     off = tfr.morlet(da.from_array(X, chunks=(1, 700)), 500.0, FREQS, 5.0, decim=decim).compute()
     for ours in (on, off):
         assert np.abs(ours - ref).max() <= 1e-10 * np.abs(ref).max()

@@ -43,7 +43,6 @@ __all__ = [
     "fast_size",
     "fft_length",
     "plan_blocks",
-    "real_fold",
 ]
 
 MIN_ROWS = 4  # channels per block, memory allowing, however long the FFTs
@@ -117,28 +116,6 @@ def fft_length(n: int, decim: int = 1) -> int:
     return decim * fast_size(-(-int(n) // decim))
 
 
-#: Largest real fold matrices (see :func:`real_fold`): past this they stream from memory, and
-#: the complex product on half the bytes was faster (measured at 118 MB: 0.75-0.98x).
-REAL_FOLD_BYTES = 32 * 2**20
-
-
-def real_fold(nfft: int, n_freqs: int, work_itemsize: int = 16) -> bool:
-    """Whether a ``decim > 1`` block folds with real matrices (:meth:`KernelBank.fold_matrices`).
-
-    The same product as the complex one, on the interleaved real view of the spectra: per
-    folded bin a real ``(rows, 2 decim) @ (2 decim, 2 n_freqs)`` product, which BLAS runs
-    1.5-1.9x faster than the complex ``(rows, decim) @ (decim, n_freqs)`` one at these
-    small sizes — but its matrices take twice the kernel spectra's bytes, so only while
-    they stay small.
-
-    Examples
-    --------
-    >>> real_fold(18_432, 20), real_fold(184_320, 20)
-    (True, False)
-    """
-    return 2 * int(nfft) * int(n_freqs) * int(work_itemsize) <= REAL_FOLD_BYTES
-
-
 def block_peak_bytes(
     rows: int,
     time: int,
@@ -177,8 +154,7 @@ def block_peak_bytes(
     else:
         total += 2 * (nfft // q) * rows * n_freqs * c  # folded products and their inverse
     total += rows * n_freqs * n_out * out_itemsize  # the result
-    # Kernel spectra (shared by the tasks of one process); a real fold's take twice the bytes.
-    total += n_freqs * nfft * c * (2 if q > 1 and real_fold(nfft, n_freqs, c) else 1)
+    total += n_freqs * nfft * c  # the kernel spectra (shared by the tasks of one process)
     return int(total)
 
 

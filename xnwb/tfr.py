@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from xnwb import fft as _fft
-from xnwb.blocks import BlockPlan, fft_length, plan_blocks, real_fold
+from xnwb.blocks import BlockPlan, fft_length, plan_blocks
 from xnwb.chunking import dask_chunk_size
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
 from xnwb.stats import Moments, block_moments
@@ -687,13 +687,10 @@ def _block(
         bins = _work("bins", (m, k, q), cdtype)
         _fft.forward(buf.reshape(k, m, q), axis=1, out=bins.transpose(1, 0, 2))
         del buf
+        # The complex product: as fast as or faster than the same product on interleaved real
+        # views (0.78-0.95x of its time in blocks of 4-16 channels, complex128 and complex64).
         prod = _work("products", (m, k, n_freqs), cdtype)
-        if real_fold(nfft, n_freqs, cdtype.itemsize):
-            # The same product on the interleaved real views: faster in BLAS while small.
-            fold = spec.bank.fold_matrices(nfft, q, cdtype)
-            np.matmul(bins.view(work_dtype), fold, out=prod.view(work_dtype))
-        else:
-            np.matmul(bins, spec.bank.spectra(nfft, q, cdtype), out=prod)
+        np.matmul(bins, spec.bank.spectra(nfft, q, cdtype), out=prod)
         del bins
         # The inverse FFTs write straight into a (k, F, m) layout: copied out row by row.
         coefs = _work("coefficients", (k, n_freqs, m), cdtype)

@@ -90,28 +90,11 @@ class KernelBank:
         """
         return _spectra(self, int(nfft), int(decim), np.dtype(dtype).str)
 
-    def fold_matrices(self, nfft: int, decim: int, dtype: Any = np.complex128) -> np.ndarray:
-        """The polyphase spectra as real matrices for the interleaved real view (cached).
-
-        Shape ``(m, 2 decim, 2 n_kernels)``, real: for ``H = spectra(nfft, decim)``,
-        ``G[j, 2a, 2f] = G[j, 2a+1, 2f+1] = H.real``, ``G[j, 2a, 2f+1] = H.imag`` and
-        ``G[j, 2a+1, 2f] = -H.imag``, so that ``X.view(float) @ G == (X @ H).view(float)``
-        for any complex ``X`` of shape ``(m, k, decim)``.
-        """
-        if int(decim) < 2:
-            raise TFRParameterError(f"fold matrices are for decim >= 2, got {decim!r}")
-        return _spectra(self, int(nfft), int(decim), np.dtype(dtype).str, real=True)
-
 
 @functools.lru_cache(maxsize=8)
-def _spectra(
-    bank: KernelBank, nfft: int, decim: int, dtype: str = "<c16", real: bool = False
-) -> np.ndarray:
+def _spectra(bank: KernelBank, nfft: int, decim: int, dtype: str = "<c16") -> np.ndarray:
     m = nfft // decim
     shape = (len(bank), nfft) if decim == 1 else (m, decim, len(bank))
-    if real:
-        shape = (m, 2 * decim, 2 * len(bank))
-        dtype = np.finfo(np.dtype(dtype)).dtype.str  # the real type of the complex one
     spec = np.empty(shape, dtype=np.dtype(dtype))
     row = np.empty(nfft, dtype=np.complex128)
     if decim > 1:
@@ -129,13 +112,7 @@ def _spectra(
             spec[f] = freq
         else:
             folded = freq.reshape(decim, m).T / decim  # (m, decim): the aliases of bin j
-            phases = sfft.fft(folded, axis=1) * twiddles
-            if real:
-                spec[:, 0::2, 2 * f] = spec[:, 1::2, 2 * f + 1] = phases.real
-                spec[:, 0::2, 2 * f + 1] = phases.imag
-                spec[:, 1::2, 2 * f] = -phases.imag
-            else:
-                spec[:, :, f] = phases
+            spec[:, :, f] = sfft.fft(folded, axis=1) * twiddles
     spec.setflags(write=False)
     return spec
 
