@@ -7,6 +7,10 @@ stops dask from narrowing its read to the part used. Here each extended block is
 straight from the *input* chunks it overlaps, one ``getitem`` per input chunk, zeros beyond
 the record (MNE's padding). When a window's graph uses one part of a chunk, dask's slice
 fusion then reads only that part; a whole pass reads each input chunk once and slices it.
+
+A consumer that copies the block anyway (the transform fills its FFT buffer) can take the
+pieces themselves (``pieces=True``: an :class:`ExtendedBlock`) and place them straight where
+it wants them, so the samples are copied once, not assembled first and copied again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["map_halo_blocks"]
+__all__ = ["ExtendedBlock", "map_halo_blocks"]
 
 
 def _bounds(chunks: Sequence[int]) -> np.ndarray:
@@ -43,6 +47,94 @@ def _overlaps(lo: int, hi: int, bounds: np.ndarray) -> list[tuple[int, slice, sl
     return out
 
 
+class ExtendedBlock:
+    """A block and its halos, time last, as the input pieces that make it up (not copied).
+
+    ``parts`` are ``(place, piece)`` pairs: ``piece`` (a view of an input chunk, time moved
+    last) fills ``place`` (slices of the block). The pieces tile the block along every axis
+    but time, where samples beyond the record are missing and read as zeros (MNE's padding).
+
+    Examples
+    --------
+    >>> whole = ExtendedBlock.of(np.arange(4.0))
+    >>> dst = np.full(6, np.nan)
+    >>> whole.rotate_into(dst, 1)   # x[1:], zeros, then x[:1]
+    >>> dst.tolist()
+    [1.0, 2.0, 3.0, 0.0, 0.0, 0.0]
+    >>> ExtendedBlock((5,), np.dtype(float), (((slice(1, 5),), np.ones(4)),)).array().tolist()
+    [0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+
+    __slots__ = ("dtype", "parts", "shape")
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        parts: tuple[tuple[tuple[slice, ...], np.ndarray], ...],
+    ) -> None:
+        self.shape, self.dtype, self.parts = tuple(shape), np.dtype(dtype), tuple(parts)
+
+    @classmethod
+    def of(cls, xe: np.ndarray) -> ExtendedBlock:
+        """An in-memory block (time last) as a single piece."""
+        xe = np.asarray(xe)
+        return cls(xe.shape, xe.dtype, ((tuple(slice(0, n) for n in xe.shape), xe),))
+
+    def array(self) -> np.ndarray:
+        """The block as one array (a new one, unless it is a single whole piece)."""
+        if len(self.parts) == 1 and self.parts[0][1].shape == self.shape:
+            return self.parts[0][1]
+        xe = np.empty(self.shape, dtype=self.dtype)
+        self.rotate_into(xe, 0)
+        return xe
+
+    def rotate_into(self, dst: np.ndarray, shift: int) -> None:
+        """Write the block, rotated ``shift`` samples to the left, into ``dst``; zeros elsewhere.
+
+        ``dst`` has the block's shape but a time length ``L >= shape[-1]``: sample ``i``
+        lands at ``(i - shift) % L``, and every other sample of ``dst`` (the padding between,
+        and what lies beyond the record) is set to zero. One copy of each piece, converted
+        to ``dst``'s type on the way.
+        """
+        n, length = self.shape[-1], dst.shape[-1]
+        if dst.shape[:-1] != self.shape[:-1] or not 0 <= shift <= n <= length:
+            raise ValueError(f"cannot rotate a block of {self.shape} by {shift} into {dst.shape}")
+        lo = min(place[-1].start for place, _ in self.parts)
+        hi = max(place[-1].stop for place, _ in self.parts)
+        cells = sum(int(np.prod(piece.shape)) for _, piece in self.parts)
+        if cells < int(np.prod(self.shape[:-1], dtype=np.int64)) * (hi - lo):
+            dst[...] = 0  # not a tiling along the other axes: zero first, then place
+        else:
+            present = _rotated(lo, hi, shift, length)
+            runs = sorted((at, at + stop - first) for first, stop, at in present)
+            end = 0
+            for start, stop in runs:  # the images of the samples present tile the rest
+                if start > end:
+                    dst[..., end:start] = 0
+                end = stop
+            if end < length:
+                dst[..., end:] = 0
+        for place, piece in self.parts:
+            t0 = place[-1].start
+            for first, stop, start in _rotated(t0, place[-1].stop, shift, length):
+                dst[(*place[:-1], slice(start, start + stop - first))] = piece[
+                    ..., first - t0 : stop - t0
+                ]
+
+
+def _rotated(first: int, stop: int, shift: int, length: int) -> list[tuple[int, int, int]]:
+    """Where samples ``first:stop`` land rotated left by ``shift`` in ``length``: at most two
+    runs ``(first, stop, start in dst)``."""
+    runs = []
+    if first < shift:  # wraps to the end
+        runs.append((first, min(stop, shift), length - shift + first))
+    if stop > shift:
+        a = max(first, shift)
+        runs.append((a, stop, a - shift))
+    return [r for r in runs if r[1] > r[0]]
+
+
 def map_halo_blocks(
     func: Callable[..., np.ndarray],
     x: Any,
@@ -54,6 +146,7 @@ def map_halo_blocks(
     out_chunks: tuple[tuple[int, ...], ...],
     name: str,
     meta: np.ndarray,
+    pieces: bool = False,
     **kwargs: Any,
 ) -> Any:
     """Apply ``func(xe, time_block=i, **kwargs)`` to halo-extended blocks of ``x``.
@@ -81,6 +174,9 @@ def map_halo_blocks(
         Name of the result (deterministic: tokenize the inputs).
     meta
         Empty array of the result's type.
+    pieces
+        Hand ``func`` an :class:`ExtendedBlock` (the pieces, not copied) instead of an array,
+        for a ``func`` that copies the block anyway.
 
     Returns
     -------
@@ -108,7 +204,7 @@ def map_halo_blocks(
     # The function and its keywords (a kernel bank can be megabytes) are one key of the
     # graph, which a distributed scheduler ships once per worker, not once per task.
     params_key = f"{name}-params"
-    layer: dict[Any, Any] = {params_key: DataNode(params_key, (func, kwargs))}
+    layer: dict[Any, Any] = {params_key: DataNode(params_key, (func, kwargs, bool(pieces)))}
     # Each axis's blocks and the input chunks they meet, worked out once per axis (a long
     # recording has tens of thousands of blocks: the graph is built in seconds, not minutes).
     extents_of: list[list[tuple[int, int]]] = [
@@ -155,7 +251,7 @@ def map_halo_blocks(
 
 
 def _assemble(
-    params: tuple[Callable[..., np.ndarray], dict[str, Any]],
+    params: tuple[Callable[..., np.ndarray], dict[str, Any], bool],
     axis: int,
     shape: tuple[int, ...],
     dtype: np.dtype,
@@ -163,7 +259,17 @@ def _assemble(
     time_block: int,
     *pieces: np.ndarray,
 ) -> np.ndarray:
-    func, kwargs = params
+    func, kwargs, as_pieces = params
+    if as_pieces:
+        block = ExtendedBlock(
+            _time_last(shape, axis),
+            dtype,
+            tuple(
+                (_time_last(place, axis), np.moveaxis(np.asarray(piece), axis, -1))
+                for place, piece in zip(places, pieces, strict=True)
+            ),
+        )
+        return func(block, time_block=time_block, **kwargs)
     if len(pieces) == 1 and pieces[0].shape == shape:
         xe = np.asarray(pieces[0])  # a block inside one chunk, no padding: no copy
         return func(np.moveaxis(xe, axis, -1), time_block=time_block, **kwargs)
@@ -178,6 +284,10 @@ def _assemble(
     if np.may_share_memory(result, xe):  # the caller keeps it: never hand it out again
         _LOCAL.buffer = None
     return result
+
+
+def _time_last(items: tuple[Any, ...], axis: int) -> tuple[Any, ...]:
+    return (*items[:axis], *items[axis + 1 :], items[axis])
 
 
 _LOCAL = threading.local()

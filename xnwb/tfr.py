@@ -44,6 +44,7 @@ from xnwb import fft as _fft
 from xnwb.blocks import BlockPlan, fft_length, plan_blocks
 from xnwb.chunking import dask_chunk_size
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
+from xnwb.halo import ExtendedBlock, map_halo_blocks
 from xnwb.stats import Moments, block_moments
 from xnwb.wavelets import KernelBank, _check_decim, morlet_kernels, pywt_kernels
 
@@ -516,8 +517,6 @@ def _dask_blocks(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
     """The transform's dask graph: a block's coefficients, or its summary (``spec.summary``)."""
     from dask.base import tokenize
 
-    from xnwb.halo import map_halo_blocks
-
     h, q = spec.halo, spec.decim
     n = x.shape[spec.axis]
     # Blocks planned by memory: a few channels (the last other axis; any axes before it one
@@ -552,6 +551,7 @@ def _dask_blocks(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
         starts=starts,
         lengths=chunks_t,
         nfft=nfft,
+        pieces=True,  # _block copies each piece once, straight into its FFT buffer
     )
 
 
@@ -564,7 +564,7 @@ _NAMES = {
 
 
 def _dask_block(
-    xe: np.ndarray,
+    xe: ExtendedBlock,
     *,
     time_block: int,
     spec: _BlockSpec,
@@ -625,7 +625,7 @@ def _work(slot: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
 
 def _block(
-    xe: np.ndarray,
+    xe: np.ndarray | ExtendedBlock,
     spec: _BlockSpec,
     start: int,
     n_valid: int,
@@ -634,15 +634,18 @@ def _block(
 ) -> np.ndarray:
     """Transform one extended block, time last: its samples plus ``halo`` on each side.
 
+    ``xe`` is an array or the input pieces of one (:class:`~xnwb.halo.ExtendedBlock`),
+    which are copied once, straight into the FFT buffer.
+
     ``start`` is the block's first sample in the record (it fixes the decimation phase);
     the result, written into ``out`` when given, has shape
     ``(*xe.shape[:-1], n_kernels, n_out)``; with ``spec.summary``, the ``(count, mean, M2)``
     of each of its rows instead, shape ``(*xe.shape[:-1], n_kernels, 3)``.
     """
     h, q = spec.halo, spec.decim
-    rest = xe.shape[:-1]
-    xt = xe.reshape(-1, xe.shape[-1])
-    k, m_ext = xt.shape
+    block = xe if isinstance(xe, ExtendedBlock) else ExtendedBlock.of(xe)
+    rest = block.shape[:-1]
+    k = math.prod(rest)
     offset = (-start) % q  # first sample of this block on the decimated grid
     n_out = max(0, -(-(n_valid - offset) // q))
     n_freqs = len(spec.bank)
@@ -658,10 +661,7 @@ def _block(
     # Place the block circularly so that its first wanted output lands at FFT index 0.
     shift = h + offset
     buf = _work("input", (k, nfft), cdtype if spec.complex_in else work_dtype)
-    buf[:, : m_ext - shift] = xt[:, shift:]
-    buf[:, m_ext - shift : nfft - shift] = 0
-    if shift:
-        buf[:, nfft - shift :] = xt[:, :shift]
+    block.rotate_into(buf.reshape(*rest, nfft), shift)
     if q == 1:
         # The full complex spectrum, real input or not; then a few rows at a time, so
         # multiply, inverse FFT and conversion stay in cache and the result is written once.
