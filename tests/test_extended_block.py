@@ -72,6 +72,14 @@ def test_a_partial_tiling_of_the_other_axes_is_zeroed_not_left_stale():
     assert np.all(dst[:2, :5] == 1) and np.all(dst[2] == 0) and np.all(dst[:, 5] == 0)
 
 
+def test_a_block_without_pieces_is_all_zeros():
+    dst = np.full((0, 4), np.nan)
+    ExtendedBlock((0, 3), np.dtype(float), ()).rotate_into(dst, 1)
+    dst = np.full((2, 4), np.nan)
+    ExtendedBlock((2, 3), np.dtype(float), ()).rotate_into(dst, 1)
+    assert np.all(dst == 0)
+
+
 def test_array_materialises_and_a_whole_piece_is_not_copied():
     x = np.arange(12.0).reshape(3, 4)
     assert ExtendedBlock.of(x).array() is x

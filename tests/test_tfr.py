@@ -338,3 +338,23 @@ def test_cwt_rejects_unknown_and_discrete_wavelets():
             pywt_kernels(RATE, FREQS, name)
     with pytest.raises(TFRParameterError, match="Nyquist"):
         pywt_kernels(RATE, [125.0], "mexh")
+
+
+@pytest.mark.parametrize("shape", [(0, 3000), (2, 0, 3000)])
+@pytest.mark.parametrize("decim", [1, 3])
+def test_zero_signals_give_empty_results_on_both_paths(shape, decim):
+    """No channels: empty coefficients and statistics, not an FFT library's assertion."""
+    from xnwb import stats
+
+    bank = morlet_kernels(500.0, [20.0, 40.0], n_cycles=5)
+    n_out = -(-shape[-1] // decim)
+    got = tfr.transform(np.zeros(shape), bank, decim=decim)
+    lazy = tfr.transform(
+        da.zeros(shape, chunks=(1,) * (len(shape) - 1) + (1000,)), bank, decim=decim
+    )
+    assert got.shape == lazy.shape == (*shape[:-1], 2, n_out)
+    assert lazy.compute().shape == got.shape
+    power = tfr.transform(
+        da.zeros(shape, chunks=(1,) * (len(shape) - 1) + (1000,)), bank, output="power"
+    )
+    assert stats.moments(power, axis=-1, progress=False).mean.shape == (*shape[:-1], 2)

@@ -100,6 +100,9 @@ class ExtendedBlock:
         n, length = self.shape[-1], dst.shape[-1]
         if dst.shape[:-1] != self.shape[:-1] or not 0 <= shift <= n <= length:
             raise ValueError(f"cannot rotate a block of {self.shape} by {shift} into {dst.shape}")
+        if not self.parts:  # nothing to place (no signals): all zeros
+            dst[...] = 0
+            return
         lo = min(place[-1].start for place, _ in self.parts)
         hi = max(place[-1].stop for place, _ in self.parts)
         cells = sum(int(np.prod(piece.shape)) for _, piece in self.parts)

@@ -239,7 +239,8 @@ def moments(x: Any, axis: int = -1, *, progress: bool = True) -> Moments:
     summaries = hook(x, axis) if callable(hook) else None
     if summaries is not None:  # (..., blocks x fields) along time: fields first, like below
         stacked = _compute(summaries, progress)
-        fields = stacked.reshape(*stacked.shape[:-1], -1, len(Moments._fields))
+        n_fields = len(Moments._fields)  # (no -1: it is ambiguous for zero signals)
+        fields = stacked.reshape(*stacked.shape[:-1], stacked.shape[-1] // n_fields, n_fields)
         return _merge(np.moveaxis(fields, -1, 0), axis=-1)
     parts = x.map_blocks(
         _chunk_moments,

@@ -527,7 +527,8 @@ def _dask_blocks(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
         rows = max(1, min(plan.rows, other[-1]))
         rest = other[-1] % rows
         groups = (rows,) * (other[-1] // rows) + ((rest,) if rest else ())
-        other_chunks = (*(((1,) * s) for s in other[:-1]), groups)
+        # A zero-length axis is one empty chunk in dask, not none.
+        other_chunks = (*(((1,) * s or (0,)) for s in other[:-1]), groups or (0,))
     chunks_t = _time_chunks(n, plan.time, h)
     starts = tuple(int(s) for s in np.cumsum((0, *chunks_t[:-1])))
     nfft = fft_length(max(chunks_t) + 2 * h, q)
@@ -649,6 +650,10 @@ def _block(
     offset = (-start) % q  # first sample of this block on the decimated grid
     n_out = max(0, -(-(n_valid - offset) // q))
     n_freqs = len(spec.bank)
+    if k == 0:  # no signals (FFT libraries refuse empty arrays): an empty result
+        if spec.summary:
+            return np.empty((*rest, n_freqs, len(_Summary.FIELDS)))
+        return out if out is not None else np.empty((*rest, n_freqs, n_out), spec.dtype)
     convert = _CONVERT[
         spec.output if spec.dtype.kind == "c" or spec.output != "complex" else "real"
     ]
