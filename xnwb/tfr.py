@@ -381,34 +381,51 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
     x = np.moveaxis(x, spec.axis, -1)
     n = x.shape[-1]
     workers = workers or os.cpu_count() or 1
-    # Blocks long against the halo (little overlap), their spectra within a few MiB (the
-    # multiply, inverse FFT and copy-out then run from cache), at least one block per worker,
-    # and as many samples as their FFT length holds; each block writes straight into the result.
-    rows = math.prod(x.shape[:-1]) or 1
-    block = max(8 * h, min(max(_BLOCK_SAMPLES // rows, 2**12), -(-n // workers)))
-    block = max(q, -(-block // q) * q)
-    nfft = fft_length(min(block, n) + 2 * h, q)
-    if block < n:
-        block = max(block, (nfft - 2 * h) // q * q)
+    rows = math.prod(x.shape[:-1])
     out = np.empty((*x.shape[:-1], len(spec.bank), -(-n // q)), dtype=spec.dtype)
+    if q > 1:
+        # Decimated: the dask path's blocks (a few channels, ~16 halos). Their folded
+        # products stay in cache; all channels at once made them tens of MB (64 channels at
+        # 1 kHz, decim=10: 0.35 s against 0.22 s through dask).
+        plan = plan_transform(
+            x.shape, -1, spec.bank, output=spec.output, decim=q, dtype=x.dtype,
+            precision=spec.precision,
+        )  # fmt: skip
+        group, block, nfft = plan.rows, plan.time, plan.nfft
+    else:
+        # Blocks long against the halo (little overlap), their spectra within a few MiB (the
+        # multiply, inverse FFT and copy-out then run from cache), at least one block per
+        # worker, and as many samples as their FFT length holds.
+        group = max(rows, 1)
+        block = max(8 * h, min(max(_BLOCK_SAMPLES // group, 2**12), -(-n // workers)))
+        nfft = fft_length(min(block, n) + 2 * h)
+        if block < n:
+            block = max(block, nfft - 2 * h)
+    if group < rows:  # signals one group at a time: flat (a copy only for unusual strides)
+        signals, results = x.reshape(rows, n), out.reshape(rows, *out.shape[-2:])
+    else:
+        signals, results, group = x, out, max(rows, 1)
 
     pools: dict[int, _Scratch] = {}  # one per worker thread, for this call only
 
-    def run(start: int) -> None:
+    def run(task: tuple[int, int]) -> None:
+        first, start = task
         stop = min(start + block, n)
-        dst = out[..., -(-start // q) : -(-stop // q)]
+        part = slice(first, first + group) if signals is not x else Ellipsis
+        dst = results[part][..., -(-start // q) : -(-stop // q)]
+        xe = _extended(signals[part], start - h, stop + h)
         pool = pools.setdefault(threading.get_ident(), _Scratch())
         with pool.active():
-            _block(_extended(x, start - h, stop + h), spec, start, stop - start, nfft, out=dst)
+            _block(xe, spec, start, stop - start, nfft, out=dst)  # straight into the result
 
-    starts = range(0, n, block)
-    workers = min(len(starts), workers)
+    tasks = [(r, t) for r in range(0, rows, group) for t in range(0, n, block)]
+    workers = min(len(tasks), workers)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:  # FFTs and ufuncs release the GIL
-            list(pool.map(run, starts))
+            list(pool.map(run, tasks))
     else:
-        for start in starts:
-            run(start)
+        for task in tasks:
+            run(task)
     return out
 
 
