@@ -358,3 +358,41 @@ def test_zero_signals_give_empty_results_on_both_paths(shape, decim):
         da.zeros(shape, chunks=(1,) * (len(shape) - 1) + (1000,)), bank, output="power"
     )
     assert stats.moments(power, axis=-1, progress=False).mean.shape == (*shape[:-1], 2)
+
+
+def test_numpy_input_with_decim_plans_blocks_without_importing_dask():
+    """The numpy path plans decimated blocks like the dask path, bounded without dask."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from xnwb import tfr; "
+        "x = np.random.default_rng(0).standard_normal((20, 4000)); "
+        "y = tfr.morlet(x, 500.0, [20.0, 40.0], 5.0, decim=4); "
+        "assert y.shape == (20, 2, 1000); print('dask' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("layout", ["channels-time", "time-channels", "3-d"])
+def test_numpy_decimated_blocks_of_channel_groups_equal_mne(layout):
+    """More channels than one block takes (16): the numpy path splits them into groups and
+    each group into time blocks; the numbers are MNE's for every layout of the input."""
+    from xnwb.blocks import DEFAULT_MAX_ROWS
+
+    rng = np.random.default_rng(11)
+    n_ch = 2 * DEFAULT_MAX_ROWS + 3
+    data = rng.standard_normal((n_ch, 6000))
+    freqs = [12.0, 30.0, 60.0]
+    ref = tfr_array_morlet(data[None], 500.0, freqs, 5.0, decim=7)[0]
+    if layout == "channels-time":
+        got = tfr.morlet(data, 500.0, freqs, 5.0, decim=7)
+    elif layout == "time-channels":
+        got = tfr.morlet(data.T.copy(), 500.0, freqs, 5.0, decim=7, axis=0)
+    else:  # (time, a, b) with channels split over two axes, time first
+        cube = np.ascontiguousarray(data[: n_ch - 1].T.reshape(6000, 2, (n_ch - 1) // 2))
+        got = tfr.morlet(cube, 500.0, freqs, 5.0, decim=7, axis=0).reshape(n_ch - 1, 3, -1)
+        ref = ref[: n_ch - 1]
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max()

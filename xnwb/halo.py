@@ -16,6 +16,7 @@ it wants them, so the samples are copied once, not assembled first and copied ag
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import threading
 from collections.abc import Callable, Sequence
@@ -105,8 +106,8 @@ class ExtendedBlock:
             return
         lo = min(place[-1].start for place, _ in self.parts)
         hi = max(place[-1].stop for place, _ in self.parts)
-        cells = sum(int(np.prod(piece.shape)) for _, piece in self.parts)
-        if cells < int(np.prod(self.shape[:-1], dtype=np.int64)) * (hi - lo):
+        cells = sum(math.prod(piece.shape) for _, piece in self.parts)
+        if cells < math.prod(self.shape[:-1]) * (hi - lo):
             dst[...] = 0  # not a tiling along the other axes: zero first, then place
         else:
             present = _rotated(lo, hi, shift, length)
