@@ -52,8 +52,9 @@ class ExtendedBlock:
     """A block and its halos, time last, as the input pieces that make it up (not copied).
 
     ``parts`` are ``(place, piece)`` pairs: ``piece`` (a view of an input chunk, time moved
-    last) fills ``place`` (slices of the block). The pieces tile the block along every axis
-    but time, where samples beyond the record are missing and read as zeros (MNE's padding).
+    last) fills ``place`` (slices of the block). The pieces do not overlap; they tile the block
+    along every axis but time, where samples beyond the record are missing and read as zeros
+    (MNE's padding).
 
     Examples
     --------

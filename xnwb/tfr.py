@@ -402,24 +402,30 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
         nfft = fft_length(min(block, n) + 2 * h)
         if block < n:
             block = max(block, nfft - 2 * h)
-    if group < rows:  # signals one group at a time: flat (a copy only for unusual strides)
-        signals, results = x.reshape(rows, n), out.reshape(rows, *out.shape[-2:])
+    if group < rows:
+        # Signals a group at a time as the dask path takes them: the axes before the last
+        # other axis one index at a time, the last in groups — always views of x and out
+        # (flattening the other axes would copy the whole input for some layouts).
+        parts: list[Any] = [
+            (*index, slice(g, g + group))
+            for index in np.ndindex(*x.shape[:-2])
+            for g in range(0, x.shape[-2], group)
+        ]
     else:
-        signals, results, group = x, out, max(rows, 1)
+        parts = [Ellipsis] if rows else []
 
     pools: dict[int, _Scratch] = {}  # one per worker thread, for this call only
 
-    def run(task: tuple[int, int]) -> None:
-        first, start = task
+    def run(task: tuple[Any, int]) -> None:
+        part, start = task
         stop = min(start + block, n)
-        part = slice(first, first + group) if signals is not x else Ellipsis
-        dst = results[part][..., -(-start // q) : -(-stop // q)]
-        xe = _extended(signals[part], start - h, stop + h)
+        dst = out[part][..., -(-start // q) : -(-stop // q)]
+        xe = _extended(x[part], start - h, stop + h)
         pool = pools.setdefault(threading.get_ident(), _Scratch())
         with pool.active():
             _block(xe, spec, start, stop - start, nfft, out=dst)  # straight into the result
 
-    tasks = [(r, t) for r in range(0, rows, group) for t in range(0, n, block)]
+    tasks = [(part, t) for part in parts for t in range(0, n, block)]
     workers = min(len(tasks), workers)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:  # FFTs and ufuncs release the GIL
@@ -430,19 +436,17 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
     return out
 
 
-def _extended(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def _extended(x: np.ndarray, lo: int, hi: int) -> ExtendedBlock:
     """Samples ``lo:hi`` along the last axis, zeros outside the record (MNE's padding).
 
-    A view inside the record; only a block at an edge is copied (no padded copy of the whole
-    input: fresh memory is expensive, see :class:`_Scratch`).
+    The samples inside the record as one piece, not copied: :func:`_block` copies them once
+    into its FFT buffer and zeros the rest there (fresh memory is expensive, see
+    :class:`_Scratch`).
     """
     n = x.shape[-1]
-    if lo >= 0 and hi <= n:
-        return x[..., lo:hi]
-    xe = np.zeros((*x.shape[:-1], hi - lo), dtype=x.dtype)
     a, b = max(lo, 0), min(hi, n)
-    xe[..., a - lo : b - lo] = x[..., a:b]
-    return xe
+    place = (*(slice(0, size) for size in x.shape[:-1]), slice(a - lo, b - lo))
+    return ExtendedBlock((*x.shape[:-1], hi - lo), x.dtype, ((place, x[..., a:b]),))
 
 
 def plan_transform(
