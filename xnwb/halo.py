@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -265,62 +264,17 @@ def _assemble(
     *pieces: np.ndarray,
 ) -> np.ndarray:
     func, kwargs, as_pieces = params
-    if as_pieces:
-        block = ExtendedBlock(
-            _time_last(shape, axis),
-            dtype,
-            tuple(
-                (_time_last(place, axis), np.moveaxis(np.asarray(piece), axis, -1))
-                for place, piece in zip(places, pieces, strict=True)
-            ),
-        )
-        return func(block, time_block=time_block, **kwargs)
-    if len(pieces) == 1 and pieces[0].shape == shape:
-        xe = np.asarray(pieces[0])  # a block inside one chunk, no padding: no copy
-        return func(np.moveaxis(xe, axis, -1), time_block=time_block, **kwargs)
-    xe = _assembly_buffer(shape, dtype)
-    covered = 0
-    for place, piece in zip(places, pieces, strict=True):
-        xe[place] = piece
-        covered += int(np.prod(piece.shape))
-    if covered < xe.size:  # zeros beyond the record (MNE's padding)
-        _zero_outside(xe, places)
-    result = func(np.moveaxis(xe, axis, -1), time_block=time_block, **kwargs)
-    if np.may_share_memory(result, xe):  # the caller keeps it: never hand it out again
-        _LOCAL.buffer = None
-    return result
+    block = ExtendedBlock(
+        _time_last(shape, axis),
+        dtype,
+        tuple(
+            (_time_last(place, axis), np.moveaxis(np.asarray(piece), axis, -1))
+            for place, piece in zip(places, pieces, strict=True)
+        ),
+    )
+    # An array only for a func that wants one (a block inside one chunk is not copied).
+    return func(block if as_pieces else block.array(), time_block=time_block, **kwargs)
 
 
 def _time_last(items: tuple[Any, ...], axis: int) -> tuple[Any, ...]:
     return (*items[:axis], *items[axis + 1 :], items[axis])
-
-
-_LOCAL = threading.local()
-
-
-def _assembly_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """This thread's block buffer, reused task after task.
-
-    Fresh memory costs a page fault per 4 KiB (~8 µs each in a virtual machine), as much as
-    assembling the block; a thread assembles one block at a time, so one buffer serves all.
-    """
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    buf = getattr(_LOCAL, "buffer", None)
-    if buf is None or buf.size < size:
-        buf = _LOCAL.buffer = np.empty(size, dtype=np.uint8)
-    return buf[:size].view(dtype).reshape(shape)
-
-
-def _zero_outside(xe: np.ndarray, places: tuple[tuple[slice, ...], ...]) -> None:
-    """Zero what no piece covered: pieces tile a box, so only leading/trailing spans remain."""
-    for a in range(xe.ndim):
-        lo = min(p[a].start for p in places)
-        hi = max(p[a].stop for p in places)
-        index: list[slice] = [slice(None)] * xe.ndim
-        if lo > 0:
-            index[a] = slice(0, lo)
-            xe[tuple(index)] = 0
-        if hi < xe.shape[a]:
-            index[a] = slice(hi, None)
-            xe[tuple(index)] = 0
