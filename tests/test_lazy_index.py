@@ -310,3 +310,119 @@ def test_a_pass_reads_the_next_regions_index_ahead(http_remote, many_chunks):
     # The region's own read: only data (its chunks sit together: one or two requests).
     data_requests = [r for r in server.requests if r.bytes_sent > 64 * 2**10]
     assert 1 <= len(data_requests) <= 2
+
+
+# -- a pass's leaves from the byte spans that hold them (xnwb.heldbytes) --------------
+@pytest.fixture
+def spread_leaves(nwb_writer):
+    """400 x 8 chunks of 8 KB, as pynwb writes them: a B-tree leaf every ~460 KB of
+    data, each among the chunks it lists (too far apart to merge leaf requests)."""
+    data = np.random.default_rng(1).normal(size=(400_000, 8))
+    path = nwb_writer(
+        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(8), chunks=(1000, 1))]
+    )
+    return path, data
+
+
+def _data_requests(server) -> int:
+    return len([r for r in server.requests if r.bytes_sent > 64 * 2**10])
+
+
+def test_a_long_regions_leaves_come_with_its_chunks(http_remote, spread_leaves, monkeypatch):
+    """The region's read asks for its leaves as the span holding them, which brings its
+    chunks: the data read that follows is served from those bytes. No leaf is fetched
+    on its own, and no byte twice."""
+    from xnwb.btree import node_read_size
+    from xnwb.read import read_selection
+
+    monkeypatch.setattr(xnwb.lazyindex.LazyChunks, "_look_ahead", lambda *a: None)
+    path, data = spread_leaves
+    server = http_remote.server
+    url = http_remote.upload("spread.nwb", path)
+    eager = build_index(path).arrays[DATA]
+    refs, source = open_source(url, index_cache=False)
+    arr = refs.arrays[DATA]
+    lazy = arr.lazy
+    arr.lazy.completion = None  # no background walk in this count
+    server.reset()
+    block = read_selection(arr, source, (slice(100_000, 180_000), slice(None)), DATA)
+    np.testing.assert_array_equal(block, data[100_000:180_000])
+    window = (slice(100, 180), slice(None))
+    np.testing.assert_array_equal(arr.offsets[window], eager.offsets[window])
+    np.testing.assert_array_equal(arr.lengths[window], eager.lengths[window])
+    leaf_sized = [r for r in server.requests if r.bytes_sent <= 2 * node_read_size(lazy.tree)]
+    assert not leaf_sized  # no leaf on its own (10 leaves, ~460 KB apart)
+    region_bytes = int(eager.lengths[window].sum())
+    sent = sum(r.bytes_sent for r in server.requests)
+    assert region_bytes <= sent <= region_bytes + 2 * 460_000  # its span, ~one leaf more
+    assert lazy.nodes_fetched >= 10
+
+
+def test_a_pass_reads_the_next_regions_with_their_chunks_ahead(http_remote, spread_leaves):
+    """Once the pass's direction is known, the regions ahead come with their chunks:
+    reading one of them then asks for nothing."""
+    from xnwb.read import read_selection
+
+    path, data = spread_leaves
+    server = http_remote.server
+    url = http_remote.upload("spread.nwb", path)
+    eager = build_index(path).arrays[DATA]
+    refs, source = open_source(url, index_cache=False)
+    arr = refs.arrays[DATA]
+    lazy = arr.lazy
+    for start in (330_000, 260_000):  # 70 x 8 chunks each, last first as dask's threads go
+        block = read_selection(arr, source, (slice(start, start + 70_000), slice(None)), DATA)
+        np.testing.assert_array_equal(block, data[start : start + 70_000])
+    _settled(lazy)
+    assert lazy._known[50:260].all()  # three regions ahead: 190-260, 120-190, 50-120
+    lazy._look_ahead = lambda *a: None  # count this region's own requests only
+    server.reset()
+    block = read_selection(arr, source, (slice(190_000, 260_000), slice(None)), DATA)
+    np.testing.assert_array_equal(block, data[190_000:260_000])
+    assert _data_requests(server) == 0  # its chunks were read with its leaves
+    np.testing.assert_array_equal(arr.offsets[190:260], eager.offsets[190:260])
+    complete_index(refs)  # the rest walked now (no cache here: no background walk)
+    np.testing.assert_array_equal(arr.offsets, eager.offsets)
+    np.testing.assert_array_equal(arr.lengths, eager.lengths)
+
+
+def test_a_few_channels_of_a_long_region_do_not_bring_the_others(http_remote, spread_leaves):
+    """Leaves list every channel's chunks: for 2 of 8 channels their span would be mostly
+    other channels' bytes, so the leaves are read on their own and nothing is held (the
+    read itself merges the gaps between the two channels' chunks as any read does)."""
+    from xnwb.read import read_selection
+
+    path, data = spread_leaves
+    server = http_remote.server
+    url = http_remote.upload("spread.nwb", path)
+    refs, source = open_source(url, index_cache=False)
+    arr = refs.arrays[DATA]
+    arr.lazy.completion = None
+    server.reset()
+    block = read_selection(arr, source, (slice(0, 300_000), slice(2, 4)), DATA)
+    np.testing.assert_array_equal(block, data[:300_000, 2:4])
+    _settled(arr.lazy)
+    assert source._held is None or source._held.nbytes == 0
+
+
+def test_leaves_fuller_than_the_size_guessed_are_read_again_exactly(
+    http_remote, spread_leaves, monkeypatch
+):
+    """A node holding more entries than assumed (files made with a larger B-tree K):
+    parsing it from the span finds it short, and it is fetched at its real size; the
+    index is still chunk_iter's. Here the guess is made too small for every leaf."""
+    from xnwb.btree import node_read_size
+    from xnwb.read import read_selection
+
+    monkeypatch.setattr(
+        xnwb.lazyindex, "node_read_size", lambda tree, entries=16: node_read_size(tree, entries)
+    )
+    path, data = spread_leaves
+    url = http_remote.upload("spread.nwb", path)
+    eager = build_index(path).arrays[DATA]
+    refs, source = open_source(url, index_cache=False)
+    arr = refs.arrays[DATA]
+    block = read_selection(arr, source, (slice(0, 200_000), slice(None)), DATA)
+    np.testing.assert_array_equal(block, data[:200_000])
+    np.testing.assert_array_equal(arr.offsets[:200], eager.offsets[:200])
+    np.testing.assert_array_equal(arr.lengths[:200], eager.lengths[:200])

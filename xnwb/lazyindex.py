@@ -22,6 +22,7 @@ decoded and inlined as the eager index does, chunks never written stay ``-1``
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -33,7 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from xnwb.btree import ChunkTree, Node, children_in_box, node_read_size, parse_node
+from xnwb.btree import (
+    ChunkTree,
+    Node,
+    children_in_box,
+    node_read_size,
+    parse_node,
+)
 from xnwb.exceptions import ChunkReadError
 from xnwb.source import ByteSource
 
@@ -70,6 +77,11 @@ _YIELD_SECONDS = 1.0
 _LONG_REGION_CHUNKS = 512
 #: How many regions ahead.
 _LOOKAHEAD = 3
+#: A long region's leaves come with the byte span that holds them (and its chunks)
+#: up to this size; a longer span, exactly.
+_SPAN_MAX = 32 * 2**20
+#: ... and up to this multiple of the bytes the region's chunks take uncompressed.
+_SPAN_SHARE = 1.5
 #: Names of the threads that read B-tree nodes in the background.
 _BACKGROUND_THREADS = ("xnwb-index-ahead", "xnwb-index-completion")
 
@@ -200,6 +212,9 @@ class LazyChunks:
         # Which way the pass goes (dask's threads often take a pass's tasks last first);
         # not known yet at its first region: one region on either side.
         step = hi - lo
+        # Before the direction is known the regions either side get their leaves alone,
+        # not the spans that bring their chunks: one of the two is not part of the pass.
+        spans = self._last_long is not None
         if self._last_long is None:
             shifts = [-step, step]
         else:
@@ -218,17 +233,19 @@ class LazyChunks:
                 done = self._pending[ahead] = threading.Event()
             threading.Thread(
                 target=self._resolve_ahead,
-                args=(ref, ahead, done),
+                args=(ref, ahead, done, spans),
                 name="xnwb-index-ahead",
                 daemon=True,
             ).start()
 
-    def _resolve_ahead(self, ref: Any, ahead: tuple[tuple[int, int], ...], done: Any) -> None:
+    def _resolve_ahead(
+        self, ref: Any, ahead: tuple[tuple[int, int], ...], done: Any, spans: bool
+    ) -> None:
         completion = self.completion
         if completion is not None:  # the whole-tree walk waits for it as for a read
             completion.foreground_begin()
         try:
-            self._walk(ref, list(ahead))
+            self._walk(ref, list(ahead), spans=spans)
             assert self._known is not None
             self._known[_slices(ahead)] = True
         except Exception as err:  # the region's own read walks it again and raises
@@ -254,7 +271,7 @@ class LazyChunks:
             self.completion.start()
 
     # -- the walk -------------------------------------------------------------
-    def _walk(self, ref: Any, stored_box: list[tuple[int, int]]) -> None:
+    def _walk(self, ref: Any, stored_box: list[tuple[int, int]], spans: bool = True) -> None:
         chunk = np.asarray(self.tree.chunk_shape, dtype=np.int64)
         lower = np.asarray([lo for lo, _ in stored_box], dtype=np.int64) * chunk
         upper = np.asarray([hi - 1 for _, hi in stored_box], dtype=np.int64) * chunk
@@ -267,8 +284,16 @@ class LazyChunks:
         # bytes); the whole tree merges only near neighbours, not the data in between.
         window_gap = max(_WINDOW_NODE_GAP, self.source.max_gap)
         wave = [self.tree.address]
+        wave_level: int | None = None  # the root's level is known once it is read
         while wave:
-            if everything:
+            spanned = (
+                None
+                if everything or not spans or wave_level != 0 or self.source.is_local
+                else self._leaves_by_span(wave, stored_box)
+            )
+            if spanned is not None:
+                nodes = spanned
+            elif everything:
                 nodes = []
                 for at in range(0, len(wave), _COMPLETION_BATCH):
                     if self.completion is not None:
@@ -285,6 +310,7 @@ class LazyChunks:
                 nodes = self._nodes(wave, gap)
             wave = []
             for node in nodes:
+                wave_level = node.level - 1
                 if node.level == 0:
                     self._apply_leaf(ref, node)
                     continue
@@ -299,6 +325,88 @@ class LazyChunks:
                     if child_level_leaf and child in self._leaves_done:
                         continue
                     wave.append(child)
+            if spanned is not None:
+                self._hold_region_chunks(ref, stored_box)
+
+    def _leaves_by_span(
+        self, addresses: list[int], stored_box: list[tuple[int, int]]
+    ) -> list[Node] | None:
+        """A long region's leaves from the byte span that holds them, its bytes kept.
+
+        Files written in order put each leaf among the chunks it lists, about a MB
+        apart: one request per leaf would cost a pass hundreds of round trips, while the
+        span from the first leaf to the last is mostly the region's own chunks. It is
+        fetched in ``max_block`` pieces, the leaves parsed from it, and the bytes held by
+        the source for the region's read (:meth:`~xnwb.source.ByteSource.hold`). ``None``
+        where that does not pay: a few leaves (a window's), or a span much longer than
+        the region's chunks uncompressed (another layout, or a region of a few channels
+        among many: the span would be mostly other data).
+        """
+        if len(addresses) <= _FEW_NODES:
+            return None
+        ordered = sorted(set(addresses))
+        size = node_read_size(self.tree)
+        lo, hi = ordered[0], ordered[-1] + self._clip(ordered[-1], size)
+        # Not much more than the region's chunks take uncompressed (its edge leaves list
+        # some chunks of the next regions): a span longer than that is mostly other
+        # data (a region of a few channels among many, another layout).
+        chunk_bytes = math.prod(self.tree.chunk_shape) * self.tree.element_size
+        if hi - lo > min(_SPAN_MAX, _SPAN_SHARE * _cells(stored_box) * chunk_bytes):
+            return None
+        self._fetch_and_hold(lo, hi, sorted([*ordered, *self._inner]))
+        out: dict[int, Node] = {}
+        rest = []
+        for address in ordered:
+            data = self.source.held_bytes(address, self._clip(address, size))
+            node = None if data is None else parse_node(bytes(data), address, self.tree)
+            if isinstance(node, Node):
+                out[address] = node
+            else:  # no longer held, or fuller than HDF5's default K: fetched exactly
+                rest.append(address)
+        self.nodes_fetched += len(ordered) - len(rest)
+        if rest:
+            out.update(zip(rest, self._nodes(rest), strict=True))
+        return [out[a] for a in addresses]
+
+    def _hold_region_chunks(self, ref: Any, stored_box: list[tuple[int, int]]) -> None:
+        """After :meth:`_leaves_by_span`: fetch and hold the region's chunk bytes that lie
+        outside the leaves' span (a leaf is written after some of the chunks it lists),
+        so that the region's read — or a read ahead of the pass — asks for nothing more.
+        Skipped where the chunks are not one stretch of the file."""
+        (lo, hi), *rest = stored_box
+        window = (slice(lo * self.split, hi * self.split), *(slice(a, b) for a, b in rest))
+        offsets, lengths = ref.offsets[window], ref.lengths[window]
+        stored = offsets >= 0
+        if not stored.any():
+            return
+        first = int(offsets[stored].min())
+        end = int((offsets[stored] + lengths[stored]).max())
+        if end - first > min(_SPAN_MAX, 2 * int(lengths[stored].sum())):
+            return
+        self._fetch_and_hold(first, end, sorted(self._inner))
+
+    def _fetch_and_hold(self, lo: int, hi: int, node_addresses: list[int]) -> None:
+        """Fetch the bytes of ``[lo, hi)`` not yet held, in ``max_block`` pieces, and hold
+        them; ``node_addresses`` (sorted): B-tree nodes, bytes no read will ask for."""
+        step = self.source.max_block
+        claimed = self.source.claim_unheld(lo, hi)
+        try:
+            starts, lengths = [], []
+            for first, stop in claimed:
+                for at in range(first, stop, step):
+                    starts.append(at)
+                    lengths.append(min(step, stop - at))
+            if not starts:
+                return
+            fetched = self.source.fetch(starts, lengths, max_gap=0, background=_in_background())
+            size = node_read_size(self.tree)
+            for at, view in zip(starts, fetched, strict=True):
+                inside = bisect.bisect_left(node_addresses, at + len(view)) - bisect.bisect_left(
+                    node_addresses, at
+                )
+                self.source.hold(at, view, metadata=min(len(view), inside * size))
+        finally:
+            self.source.release_claim(claimed)
 
     def _nodes(self, addresses: list[int], gap: int = _NODE_GAP) -> list[Node]:
         """The nodes at ``addresses``: kept ones from memory, the rest in one batch.

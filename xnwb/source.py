@@ -42,6 +42,8 @@ REMOTE_MAX_GAP = 256 * 2**10
 #: several concurrent requests rather than one long one).
 DEFAULT_MAX_BLOCK = 32 * 2**20
 REMOTE_MAX_BLOCK = 4 * 2**20
+#: Most bytes read ahead and held for the reads that follow (:meth:`ByteSource.hold`).
+HELD_BYTES = 256 * 2**20
 
 
 def is_local(url: str) -> bool:
@@ -254,13 +256,14 @@ class ByteSource:
         self._lock = threading.Lock()
         self._remote: Any = None
         self._remote_pid: int | None = None
+        self._held: Any = None  # xnwb.heldbytes.HeldBytes: bytes read ahead of a pass
         #: Identity of the version opened (see :meth:`pin`); checked on every read.
         self.pinned: dict[str, Any] | None = None
 
     # Pickling drops descriptors and filesystem handles; each process reopens.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_fd=None, _fd_pid=None, _lock=None, _remote=None, _remote_pid=None)
+        state.update(_fd=None, _fd_pid=None, _lock=None, _remote=None, _remote_pid=None, _held=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -458,6 +461,60 @@ class ByteSource:
         """
         if not starts:
             return []
+        held = self._held
+        if held is not None and len(held):
+            got = held.take(starts, lengths)
+            rest = [i for i, view in enumerate(got) if view is None]
+            if len(rest) < len(got):
+                if rest:
+                    fetched = self._fetch(
+                        [starts[i] for i in rest], [lengths[i] for i in rest], max_gap, background
+                    )
+                    for i, view in zip(rest, fetched, strict=True):
+                        got[i] = view
+                return [memoryview(view) for view in got]
+        return self._fetch(starts, lengths, max_gap, background)
+
+    def hold(self, start: int, data: bytes | memoryview, metadata: int = 0) -> None:
+        """Keep ``data`` (this file's bytes from ``start``) for the reads that follow.
+
+        Used by a lazy chunk index that fetched a region's B-tree leaves as the byte
+        span holding them, which in files written in order holds the region's chunks
+        too (:mod:`xnwb.heldbytes`). ``metadata``: bytes of it no read will ask for.
+        """
+        self._held_bytes_store()
+        self._held.add(start, data, metadata)
+
+    def held_bytes(self, start: int, length: int) -> memoryview | bytes | None:
+        """Held bytes ``[start, start + length)`` (not counted as read), or ``None``."""
+        held = self._held
+        return None if held is None else held.peek(start, length)
+
+    def claim_unheld(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of bytes ``[start, end)`` neither held nor being fetched to be held,
+        claimed for the caller to fetch and :meth:`hold`; then :meth:`release_claim`."""
+        self._held_bytes_store()
+        return self._held.claim(start, end)
+
+    def release_claim(self, claimed: Sequence[tuple[int, int]]) -> None:
+        """End the claims :meth:`claim_unheld` returned."""
+        self._held.release(claimed)
+
+    def _held_bytes_store(self) -> None:
+        if self._held is None:
+            from xnwb.heldbytes import HeldBytes
+
+            with self._lock:
+                if self._held is None:
+                    self._held = HeldBytes(HELD_BYTES)
+
+    def _fetch(
+        self,
+        starts: Sequence[int],
+        lengths: Sequence[int],
+        max_gap: int | None,
+        background: bool,
+    ) -> list[memoryview]:
         gap = self.max_gap if max_gap is None else max_gap
         starts_a = np.asarray(starts, np.int64)
         lengths_a = np.asarray(lengths, np.int64)
