@@ -11,7 +11,9 @@ array, on the 1 GB file and on a 1M-chunk file. With ``--only cold-open`` (issue
 open, first and later windows, side by side with h5py + remfile, h5py + fsspec, pynwb +
 fsspec, h5coro and LINDI (``--lindi-python``: a venv with lindi, which needs zarr 2), on
 31k-, 100k-, 1M-chunk and large-chunk files; then a full pass right after a cold open, and
-the local open of the 1M-chunk file.
+the local open of the 1M-chunk file. With ``--only full-read``, only that full pass (half
+of the 31k-chunk recording, ``--rounds`` interleaved rounds) after a cold open, with the
+index cached, and with the full index built at open as xnwb did before the lazy index.
 """
 
 from __future__ import annotations
@@ -328,6 +330,86 @@ def _completion(url: str):
     return index_completion(url)
 
 
+def bench_full_read_after_open(server: RangeServer, latency: float, rounds: int) -> dict:
+    """A full pass right after a cold open (31k chunks, half the recording), against the
+    same pass with the index cached and with the full index built at open (xnwb before
+    the lazy index): interleaved rounds, each open and pass timed together."""
+    import xarray as xr
+
+    import xnwb.remote
+
+    xnwb.remote.DEFAULT_CONCURRENCY = 8
+    name = recording_1gb().name
+    if not (Path(server.root) / name).exists():
+        os.link(recording_1gb(), Path(server.root) / name)
+    url = server.url_for(name)
+    stop = 3_900_000
+    cached = Path(tempfile.mkdtemp(prefix="xnwb-cache-"))
+    server.latency = latency
+    ds = xr.open_dataset(url, engine="nwbzarr", index_cache=cached)
+    _ = ds.data[:10].values
+    completion = _completion(url)
+    if completion is not None:
+        completion.wait(600)
+    time.sleep(0.5)  # the cache entry is written right after completion
+
+    def full_pass(cache, **options):
+        raw = xr.open_dataset(
+            url,
+            engine="nwbzarr",
+            index_cache=cache,
+            mask_and_scale=False,
+            chunks={"time": 240_000, "channel": -1},
+            **options,
+        )
+        return raw.data[:stop].sum().compute()
+
+    arms = {
+        "cold open (lazy index)": {},
+        "cached index": {},
+        "cold open, full index at open (before)": {"lazy_index": False},
+    }
+    got: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+    for _ in range(rounds):
+        for arm, options in arms.items():
+            cache = cached if arm == "cached index" else Path(tempfile.mkdtemp())
+            server.reset()
+            server.latency = latency
+            _, m = _measure(server, lambda cache=cache, o=options: full_pass(cache, **o))
+            got[arm].append(m)
+            completion = _completion(url)
+            if completion is not None:  # the cold open's completion, before the next pass
+                completion.wait(600)
+    full: dict[str, object] = {}
+    for arm, ms in got.items():
+        seconds = float(np.median([m["seconds"] for m in ms]))
+        full[arm] = {
+            "seconds": seconds,
+            "requests": int(np.median([m["requests"] for m in ms])),
+            "mb_per_s": stop * 64 * 2 / 1e6 / seconds,
+            "rounds_s": [m["seconds"] for m in ms],
+        }
+    cold = got["cold open (lazy index)"]
+    for arm in ("cached index", "cold open, full index at open (before)"):
+        ratios = [w["seconds"] / c["seconds"] for c, w in zip(cold, got[arm], strict=True)]
+        full[f"throughput ratio cold lazy / {arm} (median of rounds)"] = float(np.median(ratios))
+        full[f"throughput ratios cold lazy / {arm} (rounds)"] = ratios
+    return full
+
+
+def print_full_read(full: dict) -> None:
+    for name, m in full.items():
+        if isinstance(m, dict):
+            print(
+                f"full read, {name}: {m['mb_per_s']:.0f} MB/s ({m['requests']} requests; "
+                f"rounds {', '.join(f'{s:.2f}' for s in m['rounds_s'])} s)"
+            )
+        elif isinstance(m, list):
+            print(f"full read, {name}: {', '.join(f'{r:.2f}' for r in m)}")
+        else:
+            print(f"full read, {name}: {m:.2f}")
+
+
 def bench_cold_open(
     latency: float, n_windows: int, lindi_python: str | None, full_rounds: int = 3
 ) -> dict:
@@ -517,59 +599,9 @@ def bench_cold_open(
 
             gc.collect()
 
-        # A full pass right after a cold open (31k chunks), against a cached index.
-        import xnwb.remote
-
-        xnwb.remote.DEFAULT_CONCURRENCY = 8
-        url = server.url_for(recording_1gb().name)
-        stop = 3_900_000
-        cached = Path(tempfile.mkdtemp(prefix="xnwb-cache-"))
-        ds = xr.open_dataset(url, engine="nwbzarr", index_cache=cached)
-        _ = ds.data[:10].values
-        completion = _completion(url)
-        if completion is not None:
-            completion.wait(600)
-        time.sleep(0.5)  # the cache entry is written right after completion
-
-        def full_pass(cache):
-            raw = xr.open_dataset(
-                url,
-                engine="nwbzarr",
-                index_cache=cache,
-                mask_and_scale=False,
-                chunks={"time": 240_000, "channel": -1},
-            )
-            return raw.data[:stop].sum().compute()
-
-        # Interleaved rounds (the machine is shared): medians, and the ratio per round.
-        rounds: dict[str, list[dict[str, float]]] = {
-            "cold open (lazy index)": [],
-            "cached index": [],
-        }
-        for _ in range(full_rounds):
-            for name in rounds:
-                fresh = Path(tempfile.mkdtemp(prefix="xnwb-cache-"))
-                cache = fresh if name.startswith("cold") else cached
-                _, m = measure(lambda cache=cache: full_pass(cache))
-                rounds[name].append(m)
-                completion = _completion(url)
-                if completion is not None:  # the cold open's completion, before the next pass
-                    completion.wait(600)
-        full = {}
-        for name, ms in rounds.items():
-            seconds = float(np.median([m["seconds"] for m in ms]))
-            full[name] = {
-                "seconds": seconds,
-                "requests": int(np.median([m["requests"] for m in ms])),
-                "mb_per_s": stop * 64 * 2 / 1e6 / seconds,
-                "rounds_s": [m["seconds"] for m in ms],
-            }
-        ratios = [
-            c["seconds"] / w["seconds"]
-            for c, w in zip(rounds["cached index"], rounds["cold open (lazy index)"], strict=True)
-        ]
-        full["throughput ratio cold / cached (median of rounds)"] = float(np.median(ratios))
-        results["full read after open (31k chunks)"] = full
+        results["full read after open (31k chunks)"] = bench_full_read_after_open(
+            server, latency, full_rounds
+        )
 
     # Local open of the 1M-chunk file: lazy against the full index.
     local = {}
@@ -633,15 +665,7 @@ def print_cold_open(results: dict, latency: float) -> None:
                 f"{ours['later windows']['median_ms'] / r['later windows']['median_ms']:.2f} | "
                 f"{ours['open + windows s'] / r['open + windows s']:.2f} |"
             )
-    full = results.get("full read after open (31k chunks)", {})
-    for name, m in full.items():
-        if isinstance(m, dict):
-            print(
-                f"full read, {name}: {m['mb_per_s']:.0f} MB/s ({m['requests']} requests; "
-                f"rounds {', '.join(f'{s:.2f}' for s in m['rounds_s'])} s)"
-            )
-        else:
-            print(f"full read, {name}: {m:.2f}")
+    print_full_read(results.get("full read after open (31k chunks)", {}))
     for name, m in results.get("local open (1M chunks)", {}).items():
         print(f"local open of the 1M-chunk file, {name}: median {m['median_s']:.3f} s")
 
@@ -657,10 +681,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["dask-windows", "cold-open"],
+        choices=["dask-windows", "cold-open", "full-read"],
         help="run one section only (its results go to results/remote-<section>.json)",
     )
     parser.add_argument("--windows", type=int, default=7, help="windows per tool (dask-windows)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the full read after open"
+    )
     parser.add_argument("--output", default=None)
     parser.add_argument(
         "--lindi-python",
@@ -668,8 +695,18 @@ def main(argv: list[str] | None = None) -> int:
         help="python of a virtual environment with lindi installed (it needs zarr 2)",
     )
     args = parser.parse_args(argv)
+    if args.only == "full-read":
+        root = Path(tempfile.mkdtemp(prefix="xnwb-bench-"))
+        with RangeServer(root) as server:
+            full = bench_full_read_after_open(server, args.latency, args.rounds)
+        output = Path(args.output or HERE / "results" / "remote-full-read.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(full, indent=2))
+        print(f"\nFull read right after a cold open, loopback HTTP {1e3 * args.latency:.0f} ms")
+        print_full_read(full)
+        return 0
     if args.only == "cold-open":
-        cold = bench_cold_open(args.latency, args.windows, args.lindi_python)
+        cold = bench_cold_open(args.latency, args.windows, args.lindi_python, args.rounds)
         output = Path(args.output or HERE / "results" / "remote-cold-open.json")
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(cold, indent=2))
