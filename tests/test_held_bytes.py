@@ -113,3 +113,29 @@ def test_no_capacity_holds_nothing(capacity):
     held = HeldBytes(capacity)
     held.add(0, FILE[:10])
     assert len(held) == 0 and held.take([0], [1]) == [None]
+
+
+def test_blocks_older_than_max_age_go_when_the_store_is_next_used(monkeypatch):
+    import xnwb.heldbytes
+
+    clock = [100.0]
+    monkeypatch.setattr(xnwb.heldbytes.time, "monotonic", lambda: clock[0])
+    held = HeldBytes(2**20, max_age=30.0)
+    held.add(0, FILE[:100])
+    clock[0] = 120.0
+    held.add(100, FILE[100:200])
+    clock[0] = 131.0  # the first block is 31 s old, the second 11 s
+    assert held.take([10, 110], [5, 5]) == [None, FILE[110:115]]
+    assert held.nbytes == 100
+
+
+def test_a_new_pin_drops_the_bytes_held_under_the_old_one(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(FILE)
+    source = ByteSource(str(path))
+    source.pin()
+    source.hold(0, FILE[:100])
+    assert bytes(source.fetch([0], [4])[0]) == FILE[:4]
+    path.write_bytes(b"A" * len(FILE))
+    source.pin()  # the file as it is now
+    assert bytes(source.fetch([0], [4])[0]) == b"AAAA"  # read again, not the held bytes

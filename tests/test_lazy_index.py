@@ -381,6 +381,15 @@ def test_a_pass_reads_the_next_regions_with_their_chunks_ahead(http_remote, spre
     np.testing.assert_array_equal(block, data[190_000:260_000])
     assert _data_requests(server) == 0  # its chunks were read with its leaves
     np.testing.assert_array_equal(arr.offsets[190:260], eager.offsets[190:260])
+    for start, stop in ((120_000, 190_000), (50_000, 120_000), (0, 50_000)):  # the rest
+        block = read_selection(arr, source, (slice(start, stop), slice(None)), DATA)
+        np.testing.assert_array_equal(block, data[start:stop])
+    # What the pass never asked for (chunks of neighbours read before they were held)
+    # is little, and goes with age.
+    assert source._held.nbytes <= 2 * source.max_block
+    source._held.max_age = 0.0
+    source._held.take([0], [1])
+    assert source._held.nbytes == 0
     complete_index(refs)  # the rest walked now (no cache here: no background walk)
     np.testing.assert_array_equal(arr.offsets, eager.offsets)
     np.testing.assert_array_equal(arr.lengths, eager.lengths)
@@ -426,3 +435,25 @@ def test_leaves_fuller_than_the_size_guessed_are_read_again_exactly(
     np.testing.assert_array_equal(block, data[:200_000])
     np.testing.assert_array_equal(arr.offsets[:200], eager.offsets[:200])
     np.testing.assert_array_equal(arr.lengths[:200], eager.lengths[:200])
+
+
+def test_a_few_channels_of_compressed_chunks_do_not_bring_the_others(http_remote, nwb_writer):
+    """However well the chunks compress, a box over 8 of 32 channels does not take the
+    span of leaves that list all 32: nothing is held, no other channel's bytes come."""
+    from xnwb.read import read_selection
+
+    data = np.random.default_rng(4).integers(-3, 4, size=(200_000, 32)).astype(np.int16)
+    path = nwb_writer(
+        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(32),
+              chunks=(1000, 1), compression="gzip", shuffle=True)],
+        n_electrodes=32,
+    )
+    url = http_remote.upload("few.nwb", path)
+    refs, source = open_source(url, index_cache=False)
+    arr = refs.arrays[DATA]
+    arr.lazy.completion = None
+    assert arr.lazy.tree is not None
+    block = read_selection(arr, source, (slice(0, 100_000), slice(0, 8)), DATA)
+    np.testing.assert_array_equal(block, data[:100_000, :8])
+    _settled(arr.lazy)
+    assert source._held is None or source._held.nbytes == 0

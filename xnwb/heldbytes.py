@@ -9,7 +9,9 @@ holds them brings the region's data with them. :class:`HeldBytes` keeps those sp
 so that the read that follows is served from memory instead of asking again.
 
 It is bounded: a span is dropped once every byte of it that is not B-tree metadata
-has been served, and the oldest go first whenever the total passes ``capacity``.
+has been served, the oldest go first whenever the total passes ``capacity``, and none
+is kept longer than ``max_age`` seconds (a pass reads what it read ahead within
+seconds; what it never asks for — a neighbour's chunk read before it was held — goes).
 Nothing in it is ever a different version of the file: it holds bytes fetched
 through the same pinned :class:`~xnwb.source.ByteSource` as any read.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +33,7 @@ class _Block:
     data: memoryview
     #: Bytes of the block no read will ask for (B-tree nodes parsed from it already).
     metadata: int
+    added: float
     served: int = 0
 
     @property
@@ -44,6 +48,8 @@ class HeldBytes:
     ----------
     capacity
         Most bytes held at once; the oldest blocks go first beyond it.
+    max_age
+        Seconds a block is kept at most (checked whenever the store is used).
 
     Examples
     --------
@@ -53,8 +59,9 @@ class HeldBytes:
     [b'cde', b'ij', None]
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_age: float = 30.0) -> None:
         self.capacity = int(capacity)
+        self.max_age = float(max_age)
         self._blocks: dict[int, _Block] = {}
         self._starts: list[int] = []  # sorted keys of _blocks
         self._held = 0
@@ -76,10 +83,11 @@ class HeldBytes:
         if not len(view) or len(view) > self.capacity:
             return
         with self._lock:
+            self._expire()
             if self._overlapping(start, start + len(view)):
                 return
             bisect.insort(self._starts, start)
-            self._blocks[start] = _Block(start, view, int(metadata))
+            self._blocks[start] = _Block(start, view, int(metadata), time.monotonic())
             self._held += len(view)
             while self._held > self.capacity:
                 self._drop(next(iter(self._blocks)))  # dicts keep order: the oldest
@@ -89,6 +97,7 @@ class HeldBytes:
         claimed by the caller (two threads reading ahead around one region boundary
         fetch its bytes once). Release them with :meth:`release` once held or failed."""
         with self._lock:
+            self._expire()
             taken = sorted(
                 [(b.start, b.end) for b in self._blocks.values() if b.start < end and start < b.end]
                 + [(lo, hi) for lo, hi in self._claims if lo < end and start < hi]
@@ -121,6 +130,7 @@ class HeldBytes:
         (a copy). A range that is only partly held is ``None``: it is fetched whole."""
         out: list[memoryview | bytes | None] = []
         with self._lock:
+            self._expire()
             if not self._blocks:
                 return [None] * len(starts)
             for start, length in zip(starts, lengths, strict=True):
@@ -167,6 +177,14 @@ class HeldBytes:
             if serve and block.served + block.metadata >= len(block.data):
                 self._drop(block.start)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _expire(self) -> None:
+        oldest = time.monotonic() - self.max_age
+        while self._blocks:
+            first = next(iter(self._blocks.values()))  # dicts keep order: the oldest
+            if first.added >= oldest:
+                break
+            self._drop(first.start)
 
     def _overlapping(self, start: int, end: int) -> bool:
         i = bisect.bisect_right(self._starts, start) - 1

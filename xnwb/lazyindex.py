@@ -186,16 +186,13 @@ class LazyChunks:
         if any(hi <= lo for lo, hi in stored_box):
             return
         window = _slices(stored_box)
-        if (
-            box is not None
-            and not self.source.is_local
-            and _cells(stored_box) > _LONG_REGION_CHUNKS
-        ):
+        long_region = box is not None and _cells(stored_box) > _LONG_REGION_CHUNKS
+        if long_region and not self.source.is_local:
             self._look_ahead(ref, stored_box)  # locally a node costs a pread: no round trip
         if not self._known[window].all():
             self._wait_for_overlapping(stored_box)
         if not self._known[window].all():
-            self._walk(ref, stored_box)
+            self._walk(ref, stored_box, spans=long_region)
             self._known[window] = True
         if box is None or self._known.all():
             self.complete = True
@@ -271,7 +268,7 @@ class LazyChunks:
             self.completion.start()
 
     # -- the walk -------------------------------------------------------------
-    def _walk(self, ref: Any, stored_box: list[tuple[int, int]], spans: bool = True) -> None:
+    def _walk(self, ref: Any, stored_box: list[tuple[int, int]], spans: bool = False) -> None:
         chunk = np.asarray(self.tree.chunk_shape, dtype=np.int64)
         lower = np.asarray([lo for lo, _ in stored_box], dtype=np.int64) * chunk
         upper = np.asarray([hi - 1 for _, hi in stored_box], dtype=np.int64) * chunk
@@ -350,10 +347,17 @@ class LazyChunks:
         # Not much more than the region's chunks take uncompressed (its edge leaves list
         # some chunks of the next regions): a span longer than that is mostly other
         # data (a region of a few channels among many, another layout).
+        # Leaves list chunks in row-major order, every column of a row of the grid: a
+        # box over a few of the columns (channels) would bring the others' bytes too,
+        # however well they compress.
+        assert self._known is not None
+        columns = math.prod(b - a for a, b in stored_box[1:])
+        if _SPAN_SHARE * columns < math.prod(self._known.shape[1:]):
+            return None
         chunk_bytes = math.prod(self.tree.chunk_shape) * self.tree.element_size
         if hi - lo > min(_SPAN_MAX, _SPAN_SHARE * _cells(stored_box) * chunk_bytes):
             return None
-        self._fetch_and_hold(lo, hi, sorted([*ordered, *self._inner]))
+        self._fetch_and_hold(lo, hi, self._node_addresses(ordered))
         out: dict[int, Node] = {}
         rest = []
         for address in ordered:
@@ -383,7 +387,12 @@ class LazyChunks:
         end = int((offsets[stored] + lengths[stored]).max())
         if end - first > min(_SPAN_MAX, 2 * int(lengths[stored].sum())):
             return
-        self._fetch_and_hold(first, end, sorted(self._inner))
+        self._fetch_and_hold(first, end, self._node_addresses([]))
+
+    def _node_addresses(self, more: list[int]) -> list[int]:
+        """Sorted addresses of every B-tree node known (their bytes are no read's)."""
+        with self._lock:
+            return sorted({*more, *self._inner, *self._leaves_done})
 
     def _fetch_and_hold(self, lo: int, hi: int, node_addresses: list[int]) -> None:
         """Fetch the bytes of ``[lo, hi)`` not yet held, in ``max_block`` pieces, and hold

@@ -44,6 +44,8 @@ DEFAULT_MAX_BLOCK = 32 * 2**20
 REMOTE_MAX_BLOCK = 4 * 2**20
 #: Most bytes read ahead and held for the reads that follow (:meth:`ByteSource.hold`).
 HELD_BYTES = 256 * 2**20
+#: ... for this many seconds at most.
+HELD_SECONDS = 30.0
 
 
 def is_local(url: str) -> bool:
@@ -311,6 +313,7 @@ class ByteSource:
             if why is not None:
                 raise _changed(self.url, why, "its index was built")
         self.pinned = current
+        self._held = None  # bytes held were read under the earlier pin
         if not self._local and self._remote is not None:
             self._remote.pinned = current
         return current
@@ -506,7 +509,7 @@ class ByteSource:
 
             with self._lock:
                 if self._held is None:
-                    self._held = HeldBytes(HELD_BYTES)
+                    self._held = HeldBytes(HELD_BYTES, HELD_SECONDS)
 
     def _fetch(
         self,
