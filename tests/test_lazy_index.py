@@ -328,6 +328,12 @@ def _data_requests(server) -> int:
     return len([r for r in server.requests if r.bytes_sent > 64 * 2**10])
 
 
+def _opened_cold(http_remote, path: str, name: str = "spread.nwb"):
+    """``path`` served over HTTP and opened with no index cache: ``(refs, source, array)``."""
+    refs, source = open_source(http_remote.upload(name, path), index_cache=False)
+    return refs, source, refs.arrays[DATA]
+
+
 def test_a_long_regions_leaves_come_with_its_chunks(http_remote, spread_leaves, monkeypatch):
     """The region's read asks for its leaves as the span holding them, which brings its
     chunks: the data read that follows is served from those bytes. No leaf is fetched
@@ -338,10 +344,8 @@ def test_a_long_regions_leaves_come_with_its_chunks(http_remote, spread_leaves, 
     monkeypatch.setattr(xnwb.lazyindex.LazyChunks, "_look_ahead", lambda *a: None)
     path, data = spread_leaves
     server = http_remote.server
-    url = http_remote.upload("spread.nwb", path)
     eager = build_index(path).arrays[DATA]
-    refs, source = open_source(url, index_cache=False)
-    arr = refs.arrays[DATA]
+    _, source, arr = _opened_cold(http_remote, path)
     lazy = arr.lazy
     arr.lazy.completion = None  # no background walk in this count
     server.reset()
@@ -365,10 +369,8 @@ def test_a_pass_reads_the_next_regions_with_their_chunks_ahead(http_remote, spre
 
     path, data = spread_leaves
     server = http_remote.server
-    url = http_remote.upload("spread.nwb", path)
     eager = build_index(path).arrays[DATA]
-    refs, source = open_source(url, index_cache=False)
-    arr = refs.arrays[DATA]
+    refs, source, arr = _opened_cold(http_remote, path)
     lazy = arr.lazy
     for start in (330_000, 260_000):  # 70 x 8 chunks each, last first as dask's threads go
         block = read_selection(arr, source, (slice(start, start + 70_000), slice(None)), DATA)
@@ -403,9 +405,7 @@ def test_a_few_channels_of_a_long_region_do_not_bring_the_others(http_remote, sp
 
     path, data = spread_leaves
     server = http_remote.server
-    url = http_remote.upload("spread.nwb", path)
-    refs, source = open_source(url, index_cache=False)
-    arr = refs.arrays[DATA]
+    _, source, arr = _opened_cold(http_remote, path)
     arr.lazy.completion = None
     server.reset()
     block = read_selection(arr, source, (slice(0, 300_000), slice(2, 4)), DATA)
@@ -427,10 +427,8 @@ def test_leaves_fuller_than_the_size_guessed_are_read_again_exactly(
         xnwb.lazyindex, "node_read_size", lambda tree, entries=16: node_read_size(tree, entries)
     )
     path, data = spread_leaves
-    url = http_remote.upload("spread.nwb", path)
     eager = build_index(path).arrays[DATA]
-    refs, source = open_source(url, index_cache=False)
-    arr = refs.arrays[DATA]
+    _, source, arr = _opened_cold(http_remote, path)
     block = read_selection(arr, source, (slice(0, 200_000), slice(None)), DATA)
     np.testing.assert_array_equal(block, data[:200_000])
     np.testing.assert_array_equal(arr.offsets[:200], eager.offsets[:200])
@@ -448,9 +446,7 @@ def test_a_few_channels_of_compressed_chunks_do_not_bring_the_others(http_remote
               chunks=(1000, 1), compression="gzip", shuffle=True)],
         n_electrodes=32,
     )
-    url = http_remote.upload("few.nwb", path)
-    refs, source = open_source(url, index_cache=False)
-    arr = refs.arrays[DATA]
+    _, source, arr = _opened_cold(http_remote, path, "few.nwb")
     arr.lazy.completion = None
     assert arr.lazy.tree is not None
     block = read_selection(arr, source, (slice(0, 100_000), slice(0, 8)), DATA)

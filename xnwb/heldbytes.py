@@ -143,13 +143,6 @@ class HeldBytes:
         with self._lock:
             return self._take_one(int(start), int(length), serve=False)
 
-    def clear(self) -> None:
-        """Drop every block."""
-        with self._lock:
-            self._blocks.clear()
-            self._starts.clear()
-            self._held = 0
-
     # -- internal (under the lock) -----------------------------------------------
     def _take_one(self, start: int, length: int, serve: bool) -> memoryview | bytes | None:
         end = start + length

@@ -34,13 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from xnwb.btree import (
-    ChunkTree,
-    Node,
-    children_in_box,
-    node_read_size,
-    parse_node,
-)
+from xnwb.btree import ChunkTree, Node, children_in_box, node_read_size, parse_node
 from xnwb.exceptions import ChunkReadError
 from xnwb.source import ByteSource
 
@@ -344,9 +338,6 @@ class LazyChunks:
         ordered = sorted(set(addresses))
         size = node_read_size(self.tree)
         lo, hi = ordered[0], ordered[-1] + self._clip(ordered[-1], size)
-        # Not much more than the region's chunks take uncompressed (its edge leaves list
-        # some chunks of the next regions): a span longer than that is mostly other
-        # data (a region of a few channels among many, another layout).
         # Leaves list chunks in row-major order, every column of a row of the grid: a
         # box over a few of the columns (channels) would bring the others' bytes too,
         # however well they compress.
@@ -354,6 +345,8 @@ class LazyChunks:
         columns = math.prod(b - a for a, b in stored_box[1:])
         if _SPAN_SHARE * columns < math.prod(self._known.shape[1:]):
             return None
+        # Not much more than the region's chunks take uncompressed (its edge leaves list
+        # some chunks of the next regions): a longer span is mostly other data.
         chunk_bytes = math.prod(self.tree.chunk_shape) * self.tree.element_size
         if hi - lo > min(_SPAN_MAX, _SPAN_SHARE * _cells(stored_box) * chunk_bytes):
             return None

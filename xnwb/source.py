@@ -485,8 +485,7 @@ class ByteSource:
         span holding them, which in files written in order holds the region's chunks
         too (:mod:`xnwb.heldbytes`). ``metadata``: bytes of it no read will ask for.
         """
-        self._held_bytes_store()
-        self._held.add(start, data, metadata)
+        self._held_store().add(start, data, metadata)
 
     def held_bytes(self, start: int, length: int) -> memoryview | bytes | None:
         """Held bytes ``[start, start + length)`` (not counted as read), or ``None``."""
@@ -496,20 +495,21 @@ class ByteSource:
     def claim_unheld(self, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of bytes ``[start, end)`` neither held nor being fetched to be held,
         claimed for the caller to fetch and :meth:`hold`; then :meth:`release_claim`."""
-        self._held_bytes_store()
-        return self._held.claim(start, end)
+        return self._held_store().claim(start, end)
 
     def release_claim(self, claimed: Sequence[tuple[int, int]]) -> None:
         """End the claims :meth:`claim_unheld` returned."""
-        self._held.release(claimed)
+        self._held_store().release(claimed)
 
-    def _held_bytes_store(self) -> None:
+    def _held_store(self) -> Any:
+        """This process's :class:`~xnwb.heldbytes.HeldBytes`, made on first use."""
         if self._held is None:
             from xnwb.heldbytes import HeldBytes
 
             with self._lock:
                 if self._held is None:
                     self._held = HeldBytes(HELD_BYTES, HELD_SECONDS)
+        return self._held
 
     def _fetch(
         self,
