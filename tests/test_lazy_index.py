@@ -312,6 +312,22 @@ def test_a_pass_reads_the_next_regions_index_ahead(http_remote, many_chunks):
     assert 1 <= len(data_requests) <= 2
 
 
+def test_a_first_long_region_reads_nothing_ahead(http_remote, many_chunks):
+    """Until a second long region gives the direction, nothing is read ahead: of the
+    regions either side of the first, one is not part of the pass (or past its end)."""
+    from xnwb.read import read_selection
+
+    refs, source = open_source(http_remote.upload("rec.nwb", many_chunks), index_cache=False)
+    arr = refs.arrays[DATA]
+    lazy = arr.lazy
+    block = read_selection(arr, source, (slice(150_000, 160_000), slice(None)), DATA)
+    np.testing.assert_array_equal(block, counts(200_000, 8)[150_000:160_000])
+    _settled(lazy)
+    # Rows 1500-1600 and the few its edge leaves reach (64 chunks, 8 rows each), no more.
+    assert lazy._known[1500:1600].all()
+    assert not lazy._known[:1490].any() and not lazy._known[1610:].any()
+
+
 # -- a pass's leaves from the byte spans that hold them (xnwb.heldbytes) --------------
 @pytest.fixture
 def spread_leaves(nwb_writer):

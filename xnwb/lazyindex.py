@@ -200,18 +200,15 @@ class LazyChunks:
         assert self._known is not None
         lo, hi = stored_box[0]
         n_rows = self._known.shape[0]
-        # Which way the pass goes (dask's threads often take a pass's tasks last first);
-        # not known yet at its first region: one region on either side.
+        # Which way the pass goes (dask's threads often take a pass's tasks last first) is
+        # known from its second long region on. Nothing is read ahead of the first: of the
+        # regions either side, one is not part of the pass (or beyond its end), and their
+        # leaves cost ~35 requests of a 135-request pass for no gain in time (measured).
         step = hi - lo
-        # Before the direction is known the regions either side get their leaves alone,
-        # not the spans that bring their chunks: one of the two is not part of the pass.
-        spans = self._last_long is not None
         if self._last_long is None:
-            shifts = [-step, step]
-        else:
-            shifts = [
-                k * (step if self._last_long <= lo else -step) for k in range(1, _LOOKAHEAD + 1)
-            ]
+            self._last_long = lo
+            return
+        shifts = [k * (step if self._last_long <= lo else -step) for k in range(1, _LOOKAHEAD + 1)]
         self._last_long = lo
         for shift in shifts:
             first, stop = max(0, lo + shift), min(n_rows, hi + shift)
@@ -224,19 +221,17 @@ class LazyChunks:
                 done = self._pending[ahead] = threading.Event()
             threading.Thread(
                 target=self._resolve_ahead,
-                args=(ref, ahead, done, spans),
+                args=(ref, ahead, done),
                 name="xnwb-index-ahead",
                 daemon=True,
             ).start()
 
-    def _resolve_ahead(
-        self, ref: Any, ahead: tuple[tuple[int, int], ...], done: Any, spans: bool
-    ) -> None:
+    def _resolve_ahead(self, ref: Any, ahead: tuple[tuple[int, int], ...], done: Any) -> None:
         completion = self.completion
         if completion is not None:  # the whole-tree walk waits for it as for a read
             completion.foreground_begin()
         try:
-            self._walk(ref, list(ahead), spans=spans)
+            self._walk(ref, list(ahead), spans=True)
             assert self._known is not None
             self._known[_slices(ahead)] = True
         except Exception as err:  # the region's own read walks it again and raises
