@@ -20,9 +20,11 @@ from xnwb.blocks import (
     BLOCK_POINTS,
     DEFAULT_MAX_ROWS,
     HALOS_PER_BLOCK,
+    IN_CACHE_FFT_BYTES,
     MIN_HALOS,
     MIN_ROWS,
     fft_length,
+    full_rate_time,
     plan_blocks,
 )
 from xnwb.wavelets import _spectra, morlet_kernels
@@ -90,7 +92,7 @@ def test_explicit_rows_and_time_are_kept_and_rounded_to_decim():
     assert plan_blocks(600_000, 64, 20, halo=557, time=100).time == 557  # at least the halo
 
 
-@pytest.mark.parametrize("decim", [1, 10, 30])
+@pytest.mark.parametrize("decim", [10, 30])
 def test_blocks_are_long_against_the_halo_and_fill_their_fft(decim):
     """16 halos when memory allows (the overlap ~12 % of the work), filled to the FFT length."""
     halo = morlet_kernels(1000.0, SEED_FREQS).halo
@@ -99,6 +101,53 @@ def test_blocks_are_long_against_the_halo_and_fill_their_fft(decim):
     assert plan.time % decim == 0
     assert 0 <= plan.nfft - (plan.time + 2 * halo) < decim  # no FFT sample left unused
     assert plan.peak_bytes <= 128 * MiB
+
+
+@pytest.mark.parametrize("work_itemsize", [16, 8])
+def test_full_rate_blocks_fill_one_fft_row_that_stays_in_cache(work_itemsize):
+    """At full rate with short wavelets a block is one in-cache FFT (8,192 complex128 points,
+    16,384 complex64), filled with samples; the overlap stays a modest share of it."""
+    halo = morlet_kernels(1000.0, SEED_FREQS).halo
+    plan = plan_blocks(3_600_000, 64, 20, halo, work_itemsize=work_itemsize)
+    assert plan.nfft * work_itemsize <= IN_CACHE_FFT_BYTES
+    assert plan.nfft * work_itemsize * 2 > IN_CACHE_FFT_BYTES  # the largest that fits
+    assert plan.time == plan.nfft - 2 * halo  # every FFT sample used
+    assert 2 * halo / plan.nfft < 0.15
+    assert plan.time == full_rate_time(halo, work_itemsize)
+    assert plan.rows == DEFAULT_MAX_ROWS and plan.peak_bytes <= 128 * MiB
+
+
+def test_full_rate_blocks_of_long_wavelets_stay_long():
+    """A 30 kHz, 10 Hz wavelet (halo 16,711) cannot fit a cached FFT at a fair overlap: its
+    blocks keep 16 halos (before the memory bound, which one channel per block meets here)."""
+    halo = morlet_kernels(30_000.0, SEED_FREQS).halo
+    assert full_rate_time(halo) >= HALOS_PER_BLOCK * halo
+    plan = plan_blocks(36_000_000, 1, 20, halo, target_bytes=1024 * MiB)
+    assert plan.time == full_rate_time(halo)
+    assert plan.nfft == fft_length(plan.time + 2 * halo)
+
+
+def test_full_rate_dask_blocks_each_have_their_own_fft_length(monkeypatch):
+    """A last block that takes in a short remainder must not lengthen the other blocks'
+    FFTs past the cache; each block's FFT is as long as its own extended samples need."""
+    rate, freqs = 1000.0, SEED_FREQS
+    halo = morlet_kernels(rate, freqs).halo
+    t = full_rate_time(halo)
+    n = 3 * t + halo // 2  # the remainder (< halo) joins the last block
+    x = np.random.default_rng(1).standard_normal((2, n))
+    nffts: list[int] = []
+    logged = tfr._block
+
+    def with_nfft(xe, spec, start, n_valid, nfft, out=None):
+        nffts.append(nfft)
+        return logged(xe, spec, start, n_valid, nfft, out=out)
+
+    monkeypatch.setattr(tfr, "_block", with_nfft)
+    got = tfr.morlet(da.from_array(x, chunks=(2, 1000)), rate, freqs).compute()
+    assert sorted(nffts) == [fft_length(t + 2 * halo)] * 2 + [fft_length(t + halo // 2 + 2 * halo)]
+    assert sorted(nffts)[1] * 16 <= IN_CACHE_FFT_BYTES  # the first two: in cache
+    ref = tfr_array_morlet(x[None], rate, freqs, 7.0, verbose=False)[0]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
 def test_memory_bound_plans_shorten_blocks_before_splitting_channels():

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from xnwb import fft as _fft
-from xnwb.blocks import BlockPlan, fft_length, plan_blocks
+from xnwb.blocks import BlockPlan, fft_length, full_rate_time, plan_blocks
 from xnwb.chunking import dask_chunk_size
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
 from xnwb.halo import ExtendedBlock, map_halo_blocks
@@ -394,11 +394,12 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
         )  # fmt: skip
         group, block, nfft = plan.rows, plan.time, plan.nfft
     else:
-        # Blocks long against the halo (little overlap), their spectra within a few MiB (the
-        # multiply, inverse FFT and copy-out then run from cache), at least one block per
-        # worker, and as many samples as their FFT length holds.
+        # All signals at once, in blocks as the dask plan makes them at full rate (one FFT
+        # row in cache where that pays, see full_rate_time), at least one block per worker,
+        # and as many samples as their FFT length holds.
         group = max(rows, 1)
-        block = max(8 * h, min(max(_BLOCK_SAMPLES // group, 2**12), -(-n // workers)))
+        preferred = full_rate_time(h, np.result_type(spec.precision, np.complex64).itemsize)
+        block = max(min(8 * h, preferred), min(preferred, -(-n // workers)))
         nfft = fft_length(min(block, n) + 2 * h)
         if block < n:
             block = max(block, nfft - 2 * h)
@@ -558,13 +559,18 @@ def _dask_blocks(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
         other_chunks = (*(((1,) * s or (0,)) for s in other[:-1]), groups or (0,))
     chunks_t = _time_chunks(n, plan.time, h)
     starts = tuple(int(s) for s in np.cumsum((0, *chunks_t[:-1])))
-    nfft = fft_length(max(chunks_t) + 2 * h, q)
+    # At full rate each block has its own FFT length: a last block that took in a short
+    # remainder must not lengthen the others' FFTs past the cache (see full_rate_time).
+    # With decim > 1 they share one: its kernel spectra are large (59 MB at 30 kHz).
+    nffts = tuple(fft_length(c + 2 * h, q) for c in chunks_t)
+    if q > 1:
+        nffts = (max(nffts),) * len(nffts)
     out_t = tuple(-(-(s + c) // q) - -(-s // q) for s, c in zip(starts, chunks_t, strict=True))
     prefix = f"{_NAMES[spec.output]}-summary" if spec.summary else _NAMES[spec.output]
     meta = np.empty((0,) * (x.ndim + 1), dtype=np.float64 if spec.summary else spec.dtype)
     if spec.summary:  # each block's (count, mean, M2) of every row, along its time axis
         out_t = (len(_Summary.FIELDS),) * len(chunks_t)
-    name = f"{prefix}-{tokenize(x.name, spec, nfft, other_chunks, chunks_t)}"
+    name = f"{prefix}-{tokenize(x.name, spec, nffts, other_chunks, chunks_t)}"
     return map_halo_blocks(
         _dask_block,
         x,
@@ -578,7 +584,7 @@ def _dask_blocks(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
         spec=spec,
         starts=starts,
         lengths=chunks_t,
-        nfft=nfft,
+        nffts=nffts,
         pieces=True,  # _block copies each piece once, straight into its FFT buffer
     )
 
@@ -598,11 +604,11 @@ def _dask_block(
     spec: _BlockSpec,
     starts: tuple[int, ...],
     lengths: tuple[int, ...],
-    nfft: int,
+    nffts: tuple[int, ...],
 ) -> np.ndarray:
     i = time_block
     with _thread_scratch().active():
-        return _block(xe, spec, starts[i], lengths[i], nfft)
+        return _block(xe, spec, starts[i], lengths[i], nffts[i])
 
 
 class _Scratch:
@@ -770,7 +776,6 @@ class _Summary:
 
 
 _CACHE_BYTES = 2 * 2**20  # working set of the inner loop: a few FFT rows
-_BLOCK_SAMPLES = 2**20  # samples (rows x time) of one numpy-path block at full rate
 _NUMPY_BLOCK_BYTES = 128 * 2**20  # memory bound of one numpy-path block with decim > 1
 
 
