@@ -270,11 +270,13 @@ def fft_floor(n_channels: int, n_times: int, rate: float, repeat: int) -> None:
     """Table 2: the FFTs and the result write that any transform of these data needs.
 
     Full rate: 20 × ``n_channels`` inverse FFTs of one fast length covering the record and
-    the longest wavelet (batches of one channel's 20 rows), plus allocating and writing the
-    result. ``decim=10``: the folded inverse FFTs (``n_channels × 20`` transforms of a tenth
-    of that length, along contiguous rows) and the folding product. Both on all cores.
+    the longest wavelet (batches of one channel's 20 rows); the same in the engine's blocks
+    (:func:`xnwb.blocks.full_rate_time`: rows that stay in cache, each block re-transforming
+    its halos); and allocating and writing the result. ``decim=10``: the folded inverse FFTs
+    (``n_channels × 20`` transforms of a tenth of that length, along contiguous rows) and the
+    folding product. Both on all cores.
     """
-    from xnwb.blocks import fft_length
+    from xnwb.blocks import fft_length, full_rate_time
 
     threads = os.cpu_count() or 1
     bank = tfr.morlet_kernels(rate, FREQS, 7.0)
@@ -287,6 +289,10 @@ def fft_floor(n_channels: int, n_times: int, rate: float, repeat: int) -> None:
             cd = np.dtype(dtype)
             nfft = fft_length(n_times + 2 * bank.halo)
             batch = np.ones((len(FREQS), nfft), dtype=cd)
+            block = full_rate_time(bank.halo)
+            n_blocks = -(-n_times // block)
+            block_nfft = fft_length(block + 2 * bank.halo)
+            block_batch = np.ones((len(FREQS), block_nfft), dtype=cd)
             m = fft_length(n_times + 2 * bank.halo, 10) // 10
             folded = np.ones((n_channels, len(FREQS), m), dtype=cd)
             bins = np.ones((m, n_channels, 10), dtype=cd)
@@ -298,12 +304,17 @@ def fft_floor(n_channels: int, n_times: int, rate: float, repeat: int) -> None:
                 for _ in range(n_channels):
                     fft.ifft(batch, out=batch, threads=threads)
 
+            def inverse_blocks(block_batch=block_batch, n_blocks=n_blocks) -> None:
+                for _ in range(n_channels * n_blocks):
+                    fft.ifft(block_batch, out=block_batch, threads=threads)
+
             def write_result(cd=cd) -> None:
                 np.empty((n_channels, len(FREQS), n_times), dtype=cd).fill(0)
 
             with fft.use_fft_backend(backend):
                 steps = {
                     f"full rate: {len(FREQS)}×{n_channels} inverse FFTs of {nfft}": inverse_full,
+                    "full rate: the same in the engine's blocks (rows in cache)": inverse_blocks,
                     "full rate: allocate + write the result": write_result,
                     f"decim=10: {n_channels}×{len(FREQS)} folded inverse FFTs of {m}": (
                         lambda folded=folded: fft.ifft(folded, out=folded, threads=threads)
@@ -324,7 +335,7 @@ def fft_floor(n_channels: int, n_times: int, rate: float, repeat: int) -> None:
                     step()
                     samples = [timed(step)[0] for _ in range(max(3, repeat))]
                     rows.setdefault(name, []).append(f"{statistics.median(samples):.3f}")
-            del batch, folded, bins, kern, prods, signal
+            del batch, block_batch, folded, bins, kern, prods, signal
     for name, cells in rows.items():
         print(f"| {name} | " + " | ".join(cells) + " |")
 

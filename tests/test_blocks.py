@@ -20,7 +20,7 @@ from xnwb.blocks import (
     BLOCK_POINTS,
     DEFAULT_MAX_ROWS,
     HALOS_PER_BLOCK,
-    IN_CACHE_FFT_BYTES,
+    IN_CACHE_FFT_POINTS,
     MIN_HALOS,
     MIN_ROWS,
     fft_length,
@@ -105,15 +105,13 @@ def test_blocks_are_long_against_the_halo_and_fill_their_fft(decim):
 
 @pytest.mark.parametrize("work_itemsize", [16, 8])
 def test_full_rate_blocks_fill_one_fft_row_that_stays_in_cache(work_itemsize):
-    """At full rate with short wavelets a block is one in-cache FFT (8,192 complex128 points,
-    16,384 complex64), filled with samples; the overlap stays a modest share of it."""
+    """At full rate with short wavelets a block is one in-cache FFT row (8,192 points, in
+    either precision), filled with samples; the overlap stays a modest share of it."""
     halo = morlet_kernels(1000.0, SEED_FREQS).halo
     plan = plan_blocks(3_600_000, 64, 20, halo, work_itemsize=work_itemsize)
-    assert plan.nfft * work_itemsize <= IN_CACHE_FFT_BYTES
-    assert plan.nfft * work_itemsize * 2 > IN_CACHE_FFT_BYTES  # the largest that fits
-    assert plan.time == plan.nfft - 2 * halo  # every FFT sample used
+    assert plan.nfft == IN_CACHE_FFT_POINTS
+    assert plan.time == plan.nfft - 2 * halo == full_rate_time(halo)  # every FFT sample used
     assert 2 * halo / plan.nfft < 0.15
-    assert plan.time == full_rate_time(halo, work_itemsize)
     assert plan.rows == DEFAULT_MAX_ROWS and plan.peak_bytes <= 128 * MiB
 
 
@@ -145,7 +143,7 @@ def test_full_rate_dask_blocks_each_have_their_own_fft_length(monkeypatch):
     monkeypatch.setattr(tfr, "_block", with_nfft)
     got = tfr.morlet(da.from_array(x, chunks=(2, 1000)), rate, freqs).compute()
     assert sorted(nffts) == [fft_length(t + 2 * halo)] * 2 + [fft_length(t + halo // 2 + 2 * halo)]
-    assert sorted(nffts)[1] * 16 <= IN_CACHE_FFT_BYTES  # the first two: in cache
+    assert sorted(nffts)[1] <= IN_CACHE_FFT_POINTS  # the first two: in cache
     ref = tfr_array_morlet(x[None], rate, freqs, 7.0, verbose=False)[0]
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 

@@ -15,9 +15,9 @@ window that lands in it transforms all 121 channels. A plan instead takes
   re-transformed at each seam stays near 12 % of the work (with 8 halos it was a quarter, and
   the dask path ran ~25 % behind the numpy one), filled up to their fast FFT length, a
   multiple of ``decim`` so every block starts on the decimated grid. At full rate, where the
-  inverse FFTs are the work, a block instead fills one FFT that stays in cache
-  (:data:`IN_CACHE_FFT_BYTES`, 8,192 complex128 points) whenever that costs less per output
-  sample (:func:`full_rate_time`): a 1 kHz block of 10-100 Hz wavelets then re-transforms
+  inverse FFTs are the work, a block instead fills one FFT row that stays in cache
+  (:data:`IN_CACHE_FFT_POINTS`, 8,192 points) whenever that costs less per output sample
+  (:func:`full_rate_time`): a 1 kHz block of 10-100 Hz wavelets then re-transforms
   14 % instead of 11 %, but each point costs two thirds;
 - both reduced (channels down to 4 first, then time, then channels) until the estimated peak
   memory of one task (input, FFT buffers, result and the kernel spectra) fits
@@ -56,12 +56,13 @@ BLOCK_POINTS = 2**20  # FFT points (channels x FFT length) one block aims at
 HALOS_PER_BLOCK = 16  # block length in halos: the overlap is ~2/16 of the work
 MIN_HALOS = 8  # shortest block (in halos) before a plan gives up channels per block
 MIN_BLOCK = 1024  # samples: below this, per-task overheads dominate short kernels
-# One FFT row that, with the few rows an FFT library interleaves for SIMD, stays in a core's
-# L2 cache: 8,192 complex128 (or 16,384 complex64) points. Longer rows cost about 1.5x per
-# point (multiply and inverse FFT, one thread, ducc0: 10.2 ns per point up to 8,192 complex128
-# points, 15.4 ns at 10,240-12,288, 13-16 ns at 16,384-32,768; 512 KiB of L2 per core).
-IN_CACHE_FFT_BYTES = 128 * 2**10
-OUT_OF_CACHE_COST = 1.5  # per-point cost of an FFT longer than that, relative
+# FFT rows of at most this many points cost least per point: an inverse FFT of 8,192
+# points took 7.9 ns per point here (complex128, ducc0, one thread), 11-13 ns at
+# 9,216-12,288, 9-10 ns at 16,384-32,768 and 15.6 ns at 61,440; complex64 5.3 ns up to
+# 9,216, then 7.6-15 ns up to 24,576. (A row of 8,192 complex128 points, with the few rows an
+# FFT library interleaves for SIMD, fills a 512 KiB L2 cache.)
+IN_CACHE_FFT_POINTS = 8192
+OUT_OF_CACHE_COST = 1.5  # per-point cost of longer FFT rows, relative (a round figure)
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,14 @@ def fft_length(n: int, decim: int = 1) -> int:
     return decim * fast_size(-(-int(n) // decim))
 
 
-def full_rate_time(halo: int, work_itemsize: int = 16) -> int:
+def full_rate_time(halo: int) -> int:
     """Samples per block at full rate (``decim=1``): the cheaper per output sample of
 
-    - the longest block whose FFT stays in cache (``IN_CACHE_FFT_BYTES`` per row), and
+    - the longest block whose FFT rows stay in cache (:data:`IN_CACHE_FFT_POINTS`), and
     - :data:`HALOS_PER_BLOCK` halos (at least :data:`MIN_BLOCK`), filled to its FFT length,
 
-    each FFT point costing :data:`OUT_OF_CACHE_COST` when its row is longer than the cache
-    holds. Long wavelets (a 10 Hz one at 30 kHz: 16,711-sample halos) keep the long blocks.
+    each FFT point costing :data:`OUT_OF_CACHE_COST` in rows longer than the cache holds.
+    Long wavelets (a 10 Hz one at 30 kHz: 16,711-sample halos) keep the long blocks.
 
     Examples
     --------
@@ -144,7 +145,7 @@ def full_rate_time(halo: int, work_itemsize: int = 16) -> int:
     True
     """
     h = max(0, int(halo))
-    in_cache = _largest_fast_size(IN_CACHE_FFT_BYTES // max(1, int(work_itemsize)))
+    in_cache = _largest_fast_size(IN_CACHE_FFT_POINTS)
 
     def cost(nfft: int) -> float:
         per_point = 1.0 if nfft <= in_cache else OUT_OF_CACHE_COST
@@ -292,7 +293,7 @@ def plan_blocks(
     if time is not None:
         t = round_time(time)
     elif q == 1:  # the inverse FFTs are the work: their rows in cache where that pays
-        t = round_time(full_rate_time(h, work_itemsize))
+        t = round_time(full_rate_time(h))
     else:
         t = round_time(max(HALOS_PER_BLOCK * h, MIN_BLOCK))
     if rows is None:

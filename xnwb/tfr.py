@@ -398,7 +398,7 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
         # row in cache where that pays, see full_rate_time), at least one block per worker,
         # and as many samples as their FFT length holds.
         group = max(rows, 1)
-        preferred = full_rate_time(h, np.result_type(spec.precision, np.complex64).itemsize)
+        preferred = full_rate_time(h)
         block = max(min(8 * h, preferred), min(preferred, -(-n // workers)))
         nfft = fft_length(min(block, n) + 2 * h)
         if block < n:
