@@ -328,6 +328,36 @@ def test_a_first_long_region_reads_nothing_ahead(http_remote, many_chunks):
     assert not lazy._known[:1490].any() and not lazy._known[1610:].any()
 
 
+def test_a_long_region_far_from_the_last_starts_a_new_pass(http_remote, many_chunks):
+    """A second pass over an index still incomplete does not take the direction of the
+    first: a long region more than two regions from the last reads nothing ahead (a
+    backwards pass that ended near row 1400 would otherwise read rows 400-500, 300-400 and
+    200-300 ahead of a forward pass starting at row 500); the next region gives the new
+    direction."""
+    from xnwb.read import read_selection
+
+    refs, source = open_source(http_remote.upload("rec.nwb", many_chunks), index_cache=False)
+    arr = refs.arrays[DATA]
+    lazy = arr.lazy
+    data = counts(200_000, 8)
+
+    def region(start: int) -> None:
+        block = read_selection(arr, source, (slice(start, start + 10_000), slice(None)), DATA)
+        np.testing.assert_array_equal(block, data[start : start + 10_000])
+        _settled(lazy)
+
+    region(150_000)
+    region(140_000)  # backwards: 1300-1400, 1200-1300 and 1100-1200 read ahead
+    assert lazy._known[1100:1400].all()
+    region(50_000)  # a forward pass begins at row 500
+    assert lazy._known[500:600].all()
+    assert not lazy._known[:490].any()  # nothing read ahead below it
+    assert not lazy._known[610:1090].any()
+    region(60_000)  # its second region: 700-1000 ahead
+    assert lazy._known[600:1000].all()
+    assert not lazy._known[:490].any()
+
+
 # -- a pass's leaves from the byte spans that hold them (xnwb.heldbytes) --------------
 @pytest.fixture
 def spread_leaves(nwb_writer):

@@ -197,7 +197,8 @@ class LazyChunks:
         direction the reads go), in the background: a pass reads region after region, and
         each would otherwise wait a round trip or two for its leaves before its data
         (20 ms each at cloud latency). The first long region this index sees only records
-        where it starts: the second one gives the direction."""
+        where it starts: the second one gives the direction. So does a long region far
+        from the last one (more than two regions away): another pass begins."""
         assert self._known is not None
         lo, hi = stored_box[0]
         n_rows = self._known.shape[0]
@@ -205,13 +206,13 @@ class LazyChunks:
         # known from its second long region on. Nothing is read ahead of the first: of the
         # regions either side, one is not part of the pass (or beyond its end), and their
         # leaves cost 30-100 of a cold pass's 135-200 requests for no gain in time (measured
-        # on the 31k-chunk recording). Later passes take their direction from the last one's.
+        # on the 31k-chunk recording). Two threads may take neighbouring regions in either
+        # order, so a region up to two away continues the pass.
         step = hi - lo
-        if self._last_long is None:
-            self._last_long = lo
+        previous, self._last_long = self._last_long, lo
+        if previous is None or abs(lo - previous) > 2 * step:
             return
-        shifts = [k * (step if self._last_long <= lo else -step) for k in range(1, _LOOKAHEAD + 1)]
-        self._last_long = lo
+        shifts = [k * (step if previous <= lo else -step) for k in range(1, _LOOKAHEAD + 1)]
         for shift in shifts:
             first, stop = max(0, lo + shift), min(n_rows, hi + shift)
             if stop <= first:
