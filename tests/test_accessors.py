@@ -193,7 +193,7 @@ def test_zscore_with_given_stats_computes_nothing():
 
 def test_a_window_of_the_zscore_reads_only_its_chunks():
     ds, reads = counted_recording(chunk=400)
-    # Blocks of 400 samples (the default plan takes sixteen halos, more than this short record).
+    # Blocks of 400 samples (the default plan's blocks are longer than this short record).
     z = ds.ephys.morlet(FREQS, chunks={"time": 400}).zscore(progress=False)  # halo: 222
     reads.reset()
     window = z.data.sel(time=slice(START + 6.0, START + 7.0), channel=101)  # samples 1200–1400

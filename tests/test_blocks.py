@@ -148,6 +148,62 @@ def test_full_rate_dask_blocks_each_have_their_own_fft_length(monkeypatch):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
+def test_in_cache_blocks_are_at_least_min_halos_long():
+    """A halo of 1,392 samples (2.5 kHz, 10 Hz) would leave an in-cache block of 3.9 halos,
+    a third of its FFT re-transformed: the plan keeps long blocks there."""
+    assert full_rate_time(1392) >= HALOS_PER_BLOCK * 1392
+    assert full_rate_time(557) >= MIN_HALOS * 557
+
+
+@pytest.mark.parametrize(
+    "rate,freqs,extra",
+    [
+        (1000.0, SEED_FREQS, 5),  # a short last block (more than a halo left over)
+        (30_000.0, np.array([10.0]), 5),  # long FFTs: one length, one set of spectra
+        (30_000.0, np.array([10.0]), 0),  # ... also when a remainder joins the last block
+    ],
+)
+def test_full_rate_blocks_share_one_fft_length_otherwise(rate, freqs, extra, monkeypatch):
+    """One set of kernel spectra per transform except for a merged last block in cache."""
+    halo = morlet_kernels(rate, freqs).halo
+    t = full_rate_time(halo)
+    n = 2 * t + (extra * halo if extra else halo // 2)
+    x = np.random.default_rng(2).standard_normal((1, n))
+    nffts: list[int] = []
+    logged = tfr._block
+
+    def with_nfft(xe, spec, start, n_valid, nfft, out=None):
+        nffts.append(nfft)
+        return logged(xe, spec, start, n_valid, nfft, out=out)
+
+    monkeypatch.setattr(tfr, "_block", with_nfft)
+    tfr.morlet(da.from_array(x, chunks=(1, 100_000)), rate, freqs).compute()
+    assert len(nffts) == (3 if extra else 2) and len(set(nffts)) == 1
+
+
+def test_numpy_full_rate_blocks_keep_their_buffers_bounded(monkeypatch):
+    """The numpy path's full-rate blocks shrink (to 8 halos at least) to keep a worker's
+    FFT buffers within _NUMPY_BLOCK_BYTES, however many signals it takes at once."""
+    monkeypatch.setattr(tfr, "_NUMPY_BLOCK_BYTES", 2 * MiB)
+    halo = morlet_kernels(1000.0, SEED_FREQS).halo
+    shapes: list[tuple[int, int]] = []
+    logged = tfr._block
+
+    def with_nfft(xe, spec, start, n_valid, nfft, out=None):
+        shapes.append((int(np.prod(xe.shape[:-1])), nfft))
+        return logged(xe, spec, start, n_valid, nfft, out=out)
+
+    monkeypatch.setattr(tfr, "_block", with_nfft)
+    x = np.random.default_rng(3).standard_normal((16, 60_000))
+    got = tfr.morlet(x, 1000.0, SEED_FREQS)
+    rows, nfft = shapes[0]
+    assert rows == 16 and nfft < fft_length(full_rate_time(halo) + 2 * halo)
+    # Within the bound plus the halos, and the fast FFT length's rounding (< 12.5 %).
+    assert rows * nfft * 24 <= 1.125 * (2 * MiB + rows * 2 * halo * 24)
+    ref = tfr_array_morlet(x[None], 1000.0, SEED_FREQS, 7.0, verbose=False)[0]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
 def test_memory_bound_plans_shorten_blocks_before_splitting_channels():
     """At 30 kHz the bound bites: blocks shrink towards MIN_HALOS halos, keeping 4 channels."""
     halo = morlet_kernels(30_000.0, SEED_FREQS).halo

@@ -174,7 +174,8 @@ class EphysAccessor:
 
         Lazy: computes nothing. The transform runs in blocks planned by memory, not by the
         file's storage chunks: a few channels and about sixteen halos (half the
-        longest wavelet) of time per block, shrunk until one block's peak memory fits dask's
+        longest wavelet) of time per block (at full rate, one in-cache FFT where that is
+        cheaper), shrunk until one block's peak memory fits dask's
         ``array.chunk-size`` (see :func:`xnwb.blocks.plan_blocks`). Computing a window of
         the result transforms only the blocks of the window's channels and times, and reads
         only their samples plus the halo.

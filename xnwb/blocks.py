@@ -62,7 +62,10 @@ MIN_BLOCK = 1024  # samples: below this, per-task overheads dominate short kerne
 # 9,216, then 7.6-15 ns up to 24,576. (A row of 8,192 complex128 points, with the few rows an
 # FFT library interleaves for SIMD, fills a 512 KiB L2 cache.)
 IN_CACHE_FFT_POINTS = 8192
-OUT_OF_CACHE_COST = 1.5  # per-point cost of longer FFT rows, relative (a round figure)
+# Per-point cost of longer rows, relative: 1.4-1.7 just past the step (the 16-halo blocks of
+# short wavelets land there), 1.2 at 16,384-32,768, so an in-cache block must also be at
+# least MIN_HALOS halos long (below that its overlap costs more than the cache saves).
+OUT_OF_CACHE_COST = 1.5
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ class BlockPlan:
     halo : int
         Samples borrowed from each neighbour.
     nfft : int
-        FFT length of one extended block.
+        FFT length of one extended block (at full rate, a last block that took in a
+        short remainder has a longer one of its own).
     peak_bytes : int
         Estimated peak memory of one task, kernel spectra included.
     """
@@ -131,7 +135,8 @@ def fft_length(n: int, decim: int = 1) -> int:
 def full_rate_time(halo: int) -> int:
     """Samples per block at full rate (``decim=1``): the cheaper per output sample of
 
-    - the longest block whose FFT rows stay in cache (:data:`IN_CACHE_FFT_POINTS`), and
+    - the longest block whose FFT rows stay in cache (:data:`IN_CACHE_FFT_POINTS`), when
+      that is at least :data:`MIN_HALOS` halos long, and
     - :data:`HALOS_PER_BLOCK` halos (at least :data:`MIN_BLOCK`), filled to its FFT length,
 
     each FFT point costing :data:`OUT_OF_CACHE_COST` in rows longer than the cache holds.
@@ -152,7 +157,7 @@ def full_rate_time(halo: int) -> int:
         return per_point * nfft / (nfft - 2 * h)
 
     long_fft = fft_length(max(HALOS_PER_BLOCK * h, MIN_BLOCK) + 2 * h)
-    if in_cache - 2 * h >= max(h, 1) and cost(in_cache) <= cost(long_fft):
+    if in_cache - 2 * h >= max(MIN_HALOS * h, 1) and cost(in_cache) <= cost(long_fft):
         return in_cache - 2 * h
     return long_fft - 2 * h
 

@@ -209,7 +209,8 @@ class LazyChunks:
         # on the 31k-chunk recording). Two threads may take neighbouring regions in either
         # order, so a region up to two away continues the pass.
         step = hi - lo
-        previous, self._last_long = self._last_long, lo
+        with self._lock:
+            previous, self._last_long = self._last_long, lo
         if previous is None or abs(lo - previous) > 2 * step:
             return
         shifts = [k * (step if previous <= lo else -step) for k in range(1, _LOOKAHEAD + 1)]

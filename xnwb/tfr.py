@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from xnwb import fft as _fft
-from xnwb.blocks import BlockPlan, fft_length, full_rate_time, plan_blocks
+from xnwb.blocks import IN_CACHE_FFT_POINTS, BlockPlan, fft_length, full_rate_time, plan_blocks
 from xnwb.chunking import dask_chunk_size
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
 from xnwb.halo import ExtendedBlock, map_halo_blocks
@@ -394,12 +394,16 @@ def _transform_numpy(x: np.ndarray, spec: _BlockSpec, workers: int | None) -> np
         )  # fmt: skip
         group, block, nfft = plan.rows, plan.time, plan.nfft
     else:
-        # All signals at once, in blocks as the dask plan makes them at full rate (one FFT
-        # row in cache where that pays, see full_rate_time), at least one block per worker,
-        # and as many samples as their FFT length holds.
+        # All signals at once, in blocks as long as the dask plan's at full rate (one FFT
+        # row in cache where that pays, see full_rate_time) unless memory binds first, at
+        # least one block per worker, and as many samples as their FFT length holds.
         group = max(rows, 1)
         preferred = full_rate_time(h)
-        block = max(min(8 * h, preferred), min(preferred, -(-n // workers)))
+        shortest = min(8 * h, preferred)
+        # Bounded: a worker's FFT buffers (the block's input, spectrum and row batches,
+        # ~24 bytes per signal and sample) within _NUMPY_BLOCK_BYTES, down to 8 halos.
+        bounded = max(shortest, _NUMPY_BLOCK_BYTES // (24 * group))
+        block = max(shortest, min(preferred, bounded, -(-n // workers)))
         nfft = fft_length(min(block, n) + 2 * h)
         if block < n:
             block = max(block, nfft - 2 * h)
@@ -548,7 +552,8 @@ def _dask_blocks(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
     h, q = spec.halo, spec.decim
     n = x.shape[spec.axis]
     # Blocks planned by memory: a few channels (the last other axis; any axes before it one
-    # row at a time) and about sixteen halos of time; never the storage layout's grouping.
+    # row at a time) and about sixteen halos of time (at full rate, one in-cache FFT where
+    # that is cheaper); never the storage layout's grouping.
     other = [s for a, s in enumerate(x.shape) if a != spec.axis]
     other_chunks: tuple[tuple[int, ...], ...] = ()
     if other:
@@ -559,12 +564,16 @@ def _dask_blocks(x: Any, spec: _BlockSpec, plan: BlockPlan) -> Any:
         other_chunks = (*(((1,) * s or (0,)) for s in other[:-1]), groups or (0,))
     chunks_t = _time_chunks(n, plan.time, h)
     starts = tuple(int(s) for s in np.cumsum((0, *chunks_t[:-1])))
-    # At full rate each block has its own FFT length: a last block that took in a short
-    # remainder must not lengthen the others' FFTs past the cache (see full_rate_time).
-    # With decim > 1 they share one: its kernel spectra are large (59 MB at 30 kHz).
-    nffts = tuple(fft_length(c + 2 * h, q) for c in chunks_t)
-    if q > 1:
-        nffts = (max(nffts),) * len(nffts)
+    # One FFT length for all blocks (one set of kernel spectra: 59 MB at 30 kHz), except at
+    # full rate in cache: there a last block that took in a short remainder gets a longer
+    # FFT of its own rather than lengthen every block's past the cache (see
+    # full_rate_time); its spectra are a few MB.
+    regular = fft_length(min(plan.time, max(chunks_t)) + 2 * h, q)
+    longest = fft_length(max(chunks_t) + 2 * h, q)
+    if q > 1 or regular > IN_CACHE_FFT_POINTS:
+        nffts = (longest,) * len(chunks_t)
+    else:
+        nffts = tuple(regular if c + 2 * h <= regular else longest for c in chunks_t)
     out_t = tuple(-(-(s + c) // q) - -(-s // q) for s, c in zip(starts, chunks_t, strict=True))
     prefix = f"{_NAMES[spec.output]}-summary" if spec.summary else _NAMES[spec.output]
     meta = np.empty((0,) * (x.ndim + 1), dtype=np.float64 if spec.summary else spec.dtype)
