@@ -281,8 +281,11 @@ class InterruptAfterParts:
 
 
 def test_interrupted_tfr_resumes_to_the_uninterrupted_result(rec, tmp_path, capsys):
-    # short wavelets, so the transform's blocks (and the store's parts) are short
-    argv = ["tfr", rec, "--freqs", "40:80:3", "--zscore", "--part-size", "40KiB", "--quiet"]
+    # Short wavelets, so the transform's blocks (and the store's parts) are short; decimated,
+    # so they are sixteen halos long (at full rate a block fills an 8,192-point FFT: two
+    # blocks would cover this 12 s record).
+    argv = ["tfr", rec, "--freqs", "40:80:3", "--decim", "2", "--zscore", "--part-size", "40KiB",
+            "--quiet"]  # fmt: skip
     whole = tmp_path / "whole.zarr"
     assert run(capsys, *argv, "-o", whole)[0] == 0
     parts = result_state(whole)["xnwb_parts"]
