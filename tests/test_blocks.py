@@ -125,7 +125,21 @@ def test_full_rate_blocks_of_long_wavelets_stay_long():
     assert plan.nfft == fft_length(plan.time + 2 * halo)
 
 
-def test_full_rate_dask_blocks_each_have_their_own_fft_length(monkeypatch):
+@pytest.fixture
+def fft_log(monkeypatch):
+    """Every kernel application of the engine: (rows, FFT length) of its block."""
+    log: list[tuple[int, int]] = []
+    original = tfr._block
+
+    def logged(xe, spec, start, n_valid, nfft, out=None):
+        log.append((int(np.prod(xe.shape[:-1])), nfft))
+        return original(xe, spec, start, n_valid, nfft, out=out)
+
+    monkeypatch.setattr(tfr, "_block", logged)
+    return log
+
+
+def test_full_rate_dask_blocks_each_have_their_own_fft_length(fft_log):
     """A last block that takes in a short remainder must not lengthen the other blocks'
     FFTs past the cache; each block's FFT is as long as its own extended samples need."""
     rate, freqs = 1000.0, SEED_FREQS
@@ -133,15 +147,8 @@ def test_full_rate_dask_blocks_each_have_their_own_fft_length(monkeypatch):
     t = full_rate_time(halo)
     n = 3 * t + halo // 2  # the remainder (< halo) joins the last block
     x = np.random.default_rng(1).standard_normal((2, n))
-    nffts: list[int] = []
-    logged = tfr._block
-
-    def with_nfft(xe, spec, start, n_valid, nfft, out=None):
-        nffts.append(nfft)
-        return logged(xe, spec, start, n_valid, nfft, out=out)
-
-    monkeypatch.setattr(tfr, "_block", with_nfft)
     got = tfr.morlet(da.from_array(x, chunks=(2, 1000)), rate, freqs).compute()
+    nffts = [nfft for _, nfft in fft_log]
     assert sorted(nffts) == [fft_length(t + 2 * halo)] * 2 + [fft_length(t + halo // 2 + 2 * halo)]
     assert sorted(nffts)[1] <= IN_CACHE_FFT_POINTS  # the first two: in cache
     ref = tfr_array_morlet(x[None], rate, freqs, 7.0, verbose=False)[0]
@@ -163,40 +170,25 @@ def test_in_cache_blocks_are_at_least_min_halos_long():
         (30_000.0, np.array([10.0]), 0),  # ... also when a remainder joins the last block
     ],
 )
-def test_full_rate_blocks_share_one_fft_length_otherwise(rate, freqs, extra, monkeypatch):
+def test_full_rate_blocks_share_one_fft_length_otherwise(rate, freqs, extra, fft_log):
     """One set of kernel spectra per transform except for a merged last block in cache."""
     halo = morlet_kernels(rate, freqs).halo
     t = full_rate_time(halo)
     n = 2 * t + (extra * halo if extra else halo // 2)
     x = np.random.default_rng(2).standard_normal((1, n))
-    nffts: list[int] = []
-    logged = tfr._block
-
-    def with_nfft(xe, spec, start, n_valid, nfft, out=None):
-        nffts.append(nfft)
-        return logged(xe, spec, start, n_valid, nfft, out=out)
-
-    monkeypatch.setattr(tfr, "_block", with_nfft)
     tfr.morlet(da.from_array(x, chunks=(1, 100_000)), rate, freqs).compute()
+    nffts = [nfft for _, nfft in fft_log]
     assert len(nffts) == (3 if extra else 2) and len(set(nffts)) == 1
 
 
-def test_numpy_full_rate_blocks_keep_their_buffers_bounded(monkeypatch):
+def test_numpy_full_rate_blocks_keep_their_buffers_bounded(fft_log, monkeypatch):
     """The numpy path's full-rate blocks shrink (to 8 halos at least) to keep a worker's
     FFT buffers within _NUMPY_BLOCK_BYTES, however many signals it takes at once."""
     monkeypatch.setattr(tfr, "_NUMPY_BLOCK_BYTES", 2 * MiB)
     halo = morlet_kernels(1000.0, SEED_FREQS).halo
-    shapes: list[tuple[int, int]] = []
-    logged = tfr._block
-
-    def with_nfft(xe, spec, start, n_valid, nfft, out=None):
-        shapes.append((int(np.prod(xe.shape[:-1])), nfft))
-        return logged(xe, spec, start, n_valid, nfft, out=out)
-
-    monkeypatch.setattr(tfr, "_block", with_nfft)
     x = np.random.default_rng(3).standard_normal((16, 60_000))
     got = tfr.morlet(x, 1000.0, SEED_FREQS)
-    rows, nfft = shapes[0]
+    rows, nfft = fft_log[0]
     assert rows == 16 and nfft < fft_length(full_rate_time(halo) + 2 * halo)
     # Within the bound plus the halos, and the fast FFT length's rounding (< 12.5 %).
     assert rows * nfft * 24 <= 1.125 * (2 * MiB + rows * 2 * halo * 24)

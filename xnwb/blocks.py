@@ -17,8 +17,8 @@ window that lands in it transforms all 121 channels. A plan instead takes
   multiple of ``decim`` so every block starts on the decimated grid. At full rate, where the
   inverse FFTs are the work, a block instead fills one FFT row that stays in cache
   (:data:`IN_CACHE_FFT_POINTS`, 8,192 points) whenever that costs less per output sample
-  (:func:`full_rate_time`): a 1 kHz block of 10-100 Hz wavelets then re-transforms
-  14 % instead of 11 %, but each point costs two thirds;
+  and is at least eight halos long (:func:`full_rate_time`): a 1 kHz block of 10-100 Hz
+  wavelets then re-transforms 14 % instead of 11 %, but each point costs two thirds;
 - both reduced (channels down to 4 first, then time, then channels) until the estimated peak
   memory of one task (input, FFT buffers, result and the kernel spectra) fits
   ``target_bytes`` — dask's ``array.chunk-size`` unless given — whatever the channel count,
@@ -150,7 +150,7 @@ def full_rate_time(halo: int) -> int:
     True
     """
     h = max(0, int(halo))
-    in_cache = _largest_fast_size(IN_CACHE_FFT_POINTS)
+    in_cache = IN_CACHE_FFT_POINTS  # a power of two: a fast length itself
 
     def cost(nfft: int) -> float:
         per_point = 1.0 if nfft <= in_cache else OUT_OF_CACHE_COST
@@ -160,18 +160,6 @@ def full_rate_time(halo: int) -> int:
     if in_cache - 2 * h >= max(MIN_HALOS * h, 1) and cost(in_cache) <= cost(long_fft):
         return in_cache - 2 * h
     return long_fft - 2 * h
-
-
-def _largest_fast_size(n: int) -> int:
-    """Largest :func:`fast_size` length ``<= n`` (at least 1)."""
-    best = 1
-    for s in _FAST_ODD_FACTORS:
-        size = s
-        while size * 2 <= n:
-            size *= 2
-        if size <= n:
-            best = max(best, size)
-    return best
 
 
 def block_peak_bytes(

@@ -785,7 +785,7 @@ class _Summary:
 
 
 _CACHE_BYTES = 2 * 2**20  # working set of the inner loop: a few FFT rows
-_NUMPY_BLOCK_BYTES = 128 * 2**20  # memory bound of one numpy-path block with decim > 1
+_NUMPY_BLOCK_BYTES = 128 * 2**20  # memory bound of one numpy-path block (per worker)
 
 
 def _rows_view(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
