@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,13 +83,27 @@ class KernelBank:
         ``decim == 1``: shape ``(n_kernels, nfft)``. Otherwise the polyphase layout
         ``(m, decim, n_kernels)``, ``m = nfft // decim``: ``H[j, a, f]`` is such that the
         decimated output's spectrum is ``sum_a X_a[j] H[j, a, f]``, where ``X_a`` is the
-        ``m``-point spectrum of the input's samples ``a, a + decim, a + 2 decim, ...``. It is
-        the folded spectrum ``K_f[i m + j] / decim``, transformed over the ``decim`` aliases
-        ``i`` (a ``decim``-point DFT) and multiplied by the twiddles ``exp(-2πi j a / nfft)``
-        (the split of an ``nfft``-point FFT into ``decim`` of length ``m``). Computed in double
-        precision, then stored as ``dtype`` (``complex128`` or ``complex64``).
+        ``m``-point spectrum of the input's samples ``a, a + decim, a + 2 decim, ...``. Every
+        ``decim``-th output ``y[n] = sum_t x[t] w[n decim - t]`` (circularly) splits into
+        ``sum_a (x_a * v_a)[n]`` with ``v_a[r] = w[r decim - a]``, so ``H[:, a, f]`` is the
+        ``m``-point spectrum of the kernel's samples ``-a, decim - a, 2 decim - a, ...``.
+        Computed in double precision, then stored as ``dtype`` (``complex128`` or
+        ``complex64``); computed once per process even when threads ask at once.
+
+        Examples
+        --------
+        >>> bank = morlet_kernels(1000.0, [50.0], n_cycles=5)
+        >>> bank.spectra(400, 4).shape
+        (100, 4, 1)
         """
-        return _spectra(self, int(nfft), int(decim), np.dtype(dtype).str)
+        key = (int(nfft), int(decim), np.dtype(dtype).str)
+        # One computation per key: threads starting a pass together would each compute the
+        # same spectra (tens of MB, tens of ms) and keep both until one copy is dropped.
+        with _SPECTRA_LOCK:
+            return _spectra(self, *key)
+
+
+_SPECTRA_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,22 +112,28 @@ def _spectra(bank: KernelBank, nfft: int, decim: int, dtype: str = "<c16") -> np
     shape = (len(bank), nfft) if decim == 1 else (m, decim, len(bank))
     spec = np.empty(shape, dtype=np.dtype(dtype))
     row = np.empty(nfft, dtype=np.complex128)
-    if decim > 1:
-        # j * a reduced mod nfft first: exact integers, so large FFTs keep full precision.
-        turns = (np.arange(m)[:, None] * np.arange(decim)[None, :]) % nfft
-        twiddles = np.exp(-2j * np.pi * turns / nfft)
+    phases = np.empty((m, decim), dtype=np.complex128)
     # One kernel at a time, straight into the final layout: the bank's spectra are the
     # largest array of a block plan, and a second full-size copy would double the peak.
     for f, (kernel, centre) in enumerate(zip(bank.kernels, bank.centres, strict=True)):
-        row[:] = 0
         # Circularly centred: the output sample n lands at FFT index n, no trimming needed.
-        row[(np.arange(kernel.size) - centre) % nfft] = kernel
-        freq = sfft.fft(row)
+        if kernel.size > nfft:
+            raise TFRParameterError(
+                f"a kernel of {kernel.size} samples needs an FFT that long, not {nfft}"
+            )
+        row[:] = 0
+        row[: kernel.size - centre] = kernel[centre:]
+        row[nfft - centre :] = kernel[:centre]
         if decim == 1:
-            spec[f] = freq
-        else:
-            folded = freq.reshape(decim, m).T / decim  # (m, decim): the aliases of bin j
-            spec[:, :, f] = sfft.fft(folded, axis=1) * twiddles
+            spec[f] = sfft.fft(row)
+            continue
+        # phases[r, a] = row[(r decim - a) mod nfft]: a = 0 is every decim-th sample, the
+        # others the samples just before them, reversed along a.
+        grid = row.reshape(m, decim)
+        phases[:, 0] = grid[:, 0]
+        phases[1:, 1:] = grid[:-1, :0:-1]
+        phases[0, 1:] = grid[-1, :0:-1]
+        spec[:, :, f] = sfft.fft(phases, axis=0)
     spec.setflags(write=False)
     return spec
 
