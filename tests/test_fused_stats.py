@@ -152,3 +152,50 @@ def test_a_dropped_result_is_freed_at_once():
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_power_of_work_memory_is_the_sum_of_squares_and_leaves_other_input_alone():
+    from xnwb.tfr import _power
+
+    z = RNG.standard_normal((5, 300)) + 1j * RNG.standard_normal((5, 300))
+    expected = z.real**2 + z.imag**2
+    work = z.copy()
+    out = np.empty(z.shape)
+    _power(work, out)
+    np.testing.assert_array_equal(out, expected)  # same arithmetic, same bits
+    strided = z.copy()[:, ::2]  # not work memory the engine laid out: left as it is
+    kept = strided.copy()
+    out = np.empty(strided.shape)
+    _power(strided, out)
+    np.testing.assert_array_equal(out, expected[:, ::2])
+    np.testing.assert_array_equal(strided, kept)
+
+
+def test_a_block_summary_holds_a_few_rows_of_values_not_the_block():
+    import tracemalloc
+
+    from xnwb.stats import block_moments
+    from xnwb.tfr import _CACHE_BYTES, _power, _Scratch, _Summary
+
+    rows, n_freqs, n = 16, 20, 7078  # a full-rate block at 1 kHz: 18 MB of power values
+    z = RNG.standard_normal((rows * n_freqs, n)) + 1j * RNG.standard_normal((rows * n_freqs, n))
+    expected_power = np.empty(z.shape)
+    _power(z.copy(), expected_power)
+    expected = block_moments(expected_power.reshape(rows, n_freqs, n), axis=-1)
+    with _Scratch().active():
+        tracemalloc.start()
+        summary = _Summary((rows, n_freqs, n), np.dtype(np.complex128), None)
+        for f in range(n_freqs):  # as the full-rate engine hands over one frequency at a time
+            for r0 in range(0, rows, 4):
+                summary.put(
+                    z.reshape(rows, n_freqs, n)[r0 : r0 + 4, f].copy(), slice(r0, r0 + 4), f
+                )
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    # the copies handed over (4 rows) and one work slot of cache size, never 18 MB
+    bound = 4 * n * 16 + 2 * _CACHE_BYTES
+    assert peak < bound < rows * n_freqs * n * 8 / 3
+    got = summary.finish()
+    np.testing.assert_array_equal(got[..., 0], n)
+    np.testing.assert_array_equal(got[..., 1], expected.mean)
+    np.testing.assert_array_equal(got[..., 2], expected.m2)

@@ -38,6 +38,7 @@ __all__ = [
     "moments",
     "power",
     "quantity",
+    "row_moments",
     "values",
     "zscore",
 ]
@@ -125,14 +126,33 @@ def block_moments(x: np.ndarray, axis: int = -1, *, keepdims: bool = False) -> M
     step = max(1, _CACHE_BYTES // (16 * max(n, 1)))  # rows whose temporaries stay in cache
     for r0 in range(0, rows.shape[0] if n else 0, step):
         v = np.asarray(values(rows[r0 : r0 + step]), dtype=np.float64)
-        mu = v.mean(axis=1)
-        dev = np.subtract(v, mu[:, None], out=_deviation_buffer(v.shape))
-        mean[r0 : r0 + step] = mu
-        m2[r0 : r0 + step] = np.einsum("ij,ij->i", dev, dev)
+        row_moments(v, mean[r0 : r0 + step], m2[r0 : r0 + step], _deviation_buffer(v.shape))
     out = [a.reshape(lead) for a in (count, mean, m2)]
     if keepdims:
         out = [np.expand_dims(a, axis % (len(lead) + 1)) for a in out]
     return Moments(*out)
+
+
+def row_moments(
+    rows: np.ndarray, mean: np.ndarray, m2: np.ndarray, deviations: np.ndarray | None = None
+) -> None:
+    """Mean and sum of squared deviations of each row of a 2-D float64 array, into ``mean``, ``m2``.
+
+    ``deviations`` (the rows' shape) receives the deviations from the mean; ``rows`` itself
+    when omitted (its values are then lost). :func:`block_moments` and the transform's
+    statistics pass both summarise rows this way, so they agree to the last bit.
+
+    Examples
+    --------
+    >>> mean, m2 = np.empty(1), np.empty(1)
+    >>> row_moments(np.array([[1.0, 2.0, 6.0]]), mean, m2)
+    >>> float(mean[0]), float(m2[0])
+    (3.0, 14.0)
+    """
+    mu = rows.mean(axis=1)
+    dev = np.subtract(rows, mu[:, None], out=rows if deviations is None else deviations)
+    mean[...] = mu
+    m2[...] = np.einsum("ij,ij->i", dev, dev)
 
 
 _CACHE_BYTES = 2 * 2**20
