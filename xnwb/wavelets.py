@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,12 +99,30 @@ class KernelBank:
         """
         key = (int(nfft), int(decim), np.dtype(dtype).str)
         # One computation per key: threads starting a pass together would each compute the
-        # same spectra (tens of MB, tens of ms) and keep both until one copy is dropped.
-        with _SPECTRA_LOCK:
-            return _spectra(self, *key)
+        # same spectra (tens of MB, tens of ms) and keep both until one copy is dropped. A
+        # lock per key, so that spectra already cached never wait for another's build.
+        with _BUILDING_LOCK:
+            building = _BUILDING.setdefault((self, *key), threading.Lock())
+        with building:
+            try:
+                return _spectra(self, *key)
+            finally:
+                with _BUILDING_LOCK:
+                    _BUILDING.pop((self, *key), None)
 
 
-_SPECTRA_LOCK = threading.Lock()
+# Locks of the spectra being built. A child forked while a thread of its parent held one
+# would wait for it forever: the child starts with none.
+_BUILDING_LOCK = threading.Lock()
+_BUILDING: dict[tuple[Any, ...], threading.Lock] = {}
+
+
+def _forget_builds_after_fork() -> None:
+    global _BUILDING_LOCK, _BUILDING
+    _BUILDING_LOCK, _BUILDING = threading.Lock(), {}
+
+
+os.register_at_fork(after_in_child=_forget_builds_after_fork)
 
 
 @functools.lru_cache(maxsize=8)
@@ -122,8 +141,7 @@ def _spectra(bank: KernelBank, nfft: int, decim: int, dtype: str = "<c16") -> np
                 f"a kernel of {kernel.size} samples needs an FFT that long, not {nfft}"
             )
         row[:] = 0
-        row[: kernel.size - centre] = kernel[centre:]
-        row[nfft - centre :] = kernel[:centre]
+        row[(np.arange(kernel.size) - centre) % nfft] = kernel  # any centre, even outside
         if decim == 1:
             spec[f] = sfft.fft(row)
             continue
