@@ -304,6 +304,35 @@ def test_failed_read_names_the_failing_chunk(server, recording, tmp_path):
     assert (("9", "1") in named) and ("0", "0") not in named, str(info.value)
 
 
+def test_failed_index_span_of_a_long_region_names_the_array_and_its_chunks(
+    server, nwb_writer, tmp_path
+):
+    # Narrow chunks: a dask task of 80 chunk rows is a long region, whose B-tree leaves
+    # a cold (lazy) index fetches as the byte span holding them, before any chunk is known.
+    data = counts(200_000, 8, seed=5)
+    path = nwb_writer(
+        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(8), chunks=(500, 1))]
+    )
+    url = server.put("rec.nwb", path)
+    arr = xnwb.build_index(path).arrays["acquisition/ElectricalSeries/data"]
+    ds = xr.open_dataset(
+        url,
+        engine="nwbzarr",
+        storage_options=FAST,
+        index_cache=False,
+        mask_and_scale=False,
+        chunks={"time": 40_000, "channel": -1},
+    )
+    server.fail_at = int(arr.offsets[150, 3]) + 1  # inside chunk (150, 3): task 1's span
+    with pytest.raises(ChunkReadError) as info:
+        ds.data[40_000:80_000].values
+    message = str(info.value)
+    assert "'/acquisition/ElectricalSeries/data'" in message, message
+    assert "chunks (80-159, 0-7)" in message, message
+    server.fail_at = None
+    np.testing.assert_array_equal(ds.data[40_000:80_000].values, data[40_000:80_000])
+
+
 # -- the object replaced after open ---------------------------------------------------------
 def test_replaced_object_with_if_match_enforced_gives_412(server, recording, plain, tmp_path):
     path, _ = recording

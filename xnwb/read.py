@@ -114,8 +114,13 @@ def read_selection(
     # (row-major, as itertools.product would list them): the chunk -> bytes mapping is
     # worked out with numpy, so a million-chunk read costs no per-chunk Python here.
     pieces = [p for p, _ in per_dim]
-    # A lazy chunk index reads the B-tree nodes covering this box first.
-    ref.ensure_chunks([(p[0][0], p[-1][0] + 1) for p in pieces])
+    # A lazy chunk index reads the B-tree nodes covering this box first (and, for a long
+    # region, the byte span holding them and the region's chunks).
+    box = [(p[0][0], p[-1][0] + 1) for p in pieces]
+    try:
+        ref.ensure_chunks(box)
+    except ChunkReadError as err:
+        raise _name_box(err, box, path) from err
     counts = tuple(len(p) for p in pieces)
     axis_chunks = [np.fromiter((c for c, _, _ in p), np.int64, len(p)) for p in pieces]
     grid = np.ix_(*axis_chunks)
@@ -218,8 +223,9 @@ class _Slabs:
     the selection's edges are copied one by one.
     """
 
-    def __init__(self, codec: Any, out: np.ndarray, pieces: list[DimSelection], fill: Any,
-                 path: str) -> None:
+    def __init__(
+        self, codec: Any, out: np.ndarray, pieces: list[DimSelection], fill: Any, path: str
+    ) -> None:
         self.codec, self.pieces, self.path = codec, pieces, path
         self.isz = out.dtype.itemsize
         self.out_u8 = out.view(np.uint8).reshape((*out.shape, self.isz))
@@ -233,8 +239,9 @@ class _Slabs:
         self.fill = fill_bytes[:, None, None] if codec.shuffled else fill_bytes
 
     @classmethod
-    def plan(cls, codec: Any, out: np.ndarray, pieces: list[DimSelection], fill: Any,
-             path: str) -> _Slabs | None:
+    def plan(
+        cls, codec: Any, out: np.ndarray, pieces: list[DimSelection], fill: Any, path: str
+    ) -> _Slabs | None:
         """The slab decoder, or ``None`` where chunk-by-chunk placing is as good."""
         if not (codec.fast and out.ndim == 2 and len(pieces[1]) >= 2 and out.dtype.kind in "iuf"):
             return None
@@ -267,8 +274,7 @@ class _Slabs:
                 self.codec.inflate_into(raw, staging[k].reshape(-1), where)
         # Whole chunks go in one copy; a partial one (at the selection's edges) alone.
         whole = [
-            k for k in range(len(run))
-            if self.pieces[1][first_col + k][1] == slice(0, self.cc)
+            k for k in range(len(run)) if self.pieces[1][first_col + k][1] == slice(0, self.cc)
         ]
         if whole and whole == list(range(whole[0], whole[-1] + 1)):
             k0, k1 = whole[0], whole[-1] + 1
@@ -380,6 +386,23 @@ def _name_chunks(
         named = "chunk(s) " + ", ".join(map(str, hit[:4])) + more + " of "
     new = type(err)(f"reading {named}{path!r}: {err}")
     new.byte_range = span  # type: ignore[attr-defined]
+    return new
+
+
+def _name_box(err: ChunkReadError, box: list[tuple[int, int]], path: str) -> ChunkReadError:
+    """The same error (same class) naming the array and the chunks of a failed index read.
+
+    A lazy index fetches a region's B-tree leaves, and for a long region the bytes around
+    them, before any chunk is known: the chunks named are the region's.
+
+    Examples
+    --------
+    >>> str(_name_box(ChunkReadError("HTTP 500"), [(150, 160), (0, 1)], "/data"))
+    "reading the chunk index of chunks (150-159, 0) of '/data': HTTP 500"
+    """
+    rows = ", ".join(str(lo) if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in box)
+    new = type(err)(f"reading the chunk index of chunks ({rows}) of {path!r}: {err}")
+    new.byte_range = getattr(err, "byte_range", None)  # type: ignore[attr-defined]
     return new
 
 
