@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 
 import pytest
 
@@ -139,3 +140,28 @@ def test_a_new_pin_drops_the_bytes_held_under_the_old_one(tmp_path):
     path.write_bytes(b"A" * len(FILE))
     source.pin()  # the file as it is now
     assert bytes(source.fetch([0], [4])[0]) == b"AAAA"  # read again, not the held bytes
+
+
+def test_a_read_waits_for_bytes_another_thread_is_fetching_but_not_for_its_own():
+    held = HeldBytes(capacity=10_000)
+    claimed = held.claim(100, 200)
+    # the claiming thread's own reads of those bytes never wait (it is fetching them)
+    tic = time.monotonic()
+    assert held.wait_for_claims([150], [10], timeout=5) is False
+    assert time.monotonic() - tic < 1
+    waited = []
+
+    def reader() -> None:
+        waited.append(held.wait_for_claims([150, 500], [10, 10], timeout=10))
+        waited.append(held.take([150], [10])[0])
+
+    other = threading.Thread(target=reader)
+    other.start()
+    time.sleep(0.2)
+    assert other.is_alive()  # waiting for the claim
+    held.add(100, bytes(range(100)))
+    held.release(claimed)
+    other.join(5)
+    assert waited[0] is True and bytes(waited[1]) == bytes(range(50, 60))
+    # bytes nobody is fetching: no wait
+    assert held.wait_for_claims([0], [10], timeout=5) is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import xarray as xr
 import xnwb.lazyindex
 from tests.conftest import counts, real_nwb_files
 from xnwb.api import build_index, open_source
+from xnwb.btree import node_read_size
 from xnwb.lazyindex import complete_index, lazy_arrays
 
 DATA = "acquisition/ElectricalSeries/data"
@@ -499,3 +501,95 @@ def test_a_few_channels_of_compressed_chunks_do_not_bring_the_others(http_remote
     np.testing.assert_array_equal(block, data[:100_000, :8])
     _settled(arr.lazy)
     assert source._held is None or source._held.nbytes == 0
+
+
+def _bytes_served_twice(server) -> int:
+    """Bytes the server sent in more than one range answer."""
+    spans = []
+    for r in server.requests:
+        found = re.match(r"bytes=(\d+)-(\d+)", r.range or "")
+        if found and r.status == 206:
+            spans.append((int(found.group(1)), int(found.group(2)) + 1))
+    twice, end = 0, -1
+    for lo, hi in sorted(spans):
+        if lo < end:
+            twice += min(hi, end) - lo
+        end = max(end, hi)
+    return twice
+
+
+def test_regions_read_at_once_fetch_no_byte_twice(http_remote, spread_leaves):
+    """Three tasks of a backwards pass on three threads, over a slow link. The third
+    region's read ahead aims at the first region while that region's own read is still
+    walking it (its bytes were fetched a second time), and the first region's read asked
+    for chunks the third's span was still bringing (fetched twice too)."""
+    import threading
+
+    from xnwb.read import read_selection
+
+    path, data = spread_leaves
+    server = http_remote.server
+    _, source, arr = _opened_cold(http_remote, path)
+    arr.lazy.completion = None  # only the pass's own reads
+    server.reset()
+    server.latency = 0.2
+    got = {}
+
+    def region(lo: int) -> None:
+        got[lo] = read_selection(arr, source, (slice(lo * 1000, (lo + 80) * 1000), slice(None)))
+
+    threads = []
+    for lo in (160, 320, 240):
+        threads.append(threading.Thread(target=region, args=(lo,)))
+        threads[-1].start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(60)
+    _settled(arr.lazy)
+    server.latency = 0.0
+    for lo, block in got.items():
+        np.testing.assert_array_equal(block, data[lo * 1000 : (lo + 80) * 1000])
+    assert len(got) == 3
+    assert _bytes_served_twice(server) <= 4 * node_read_size(arr.lazy.tree)  # a leaf or two
+
+
+def test_a_child_forked_during_a_pass_reads_on_its_own(http_remote, spread_leaves):
+    """Forked while the parent's reads ahead were under way, a child has none of their
+    threads: it used to wait for their walks forever, or for a lock one of them held."""
+    import multiprocessing
+    import threading
+
+    from xnwb.read import read_selection
+
+    path, data = spread_leaves
+    _, source, arr = _opened_cold(http_remote, path)
+    arr.lazy.completion = None
+    http_remote.server.latency = 0.5  # a slow link: the reads ahead take a while
+    read_selection(arr, source, (slice(320_000, 400_000), slice(None)))
+    ahead = threading.Thread(
+        target=read_selection, args=(arr, source, (slice(240_000, 320_000), slice(None)))
+    )
+    ahead.start()  # the pass's next task: the regions below are read ahead
+    for _ in range(200):
+        if arr.lazy._pending:
+            break
+        time.sleep(0.01)
+    assert arr.lazy._pending  # the fork below happens while walks are under way
+
+    def child(queue) -> None:
+        block = read_selection(arr, source, (slice(160_000, 240_000), slice(None)))
+        queue.put(bool(np.array_equal(block, data[160_000:240_000])))
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(30)
+    alive = process.is_alive()
+    if alive:
+        process.kill()
+        process.join(5)
+    ahead.join(60)
+    http_remote.server.latency = 0.0
+    assert not alive, "the forked child waited for its parent's threads"
+    assert process.exitcode == 0 and queue.get(timeout=5) is True

@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["HeldBytes"]
 
 
@@ -66,7 +68,9 @@ class HeldBytes:
         self._starts: list[int] = []  # sorted keys of _blocks
         self._held = 0
         self._claims: list[tuple[int, int]] = []  # byte ranges being fetched to be held
+        self._claimants: dict[tuple[int, int], int] = {}  # claim -> the thread fetching it
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -113,6 +117,8 @@ class HeldBytes:
             if at < end:
                 out.append((at, end))
             self._claims.extend(out)
+            me = threading.get_ident()
+            self._claimants.update((span, me) for span in out)
         return out
 
     def release(self, claimed: Sequence[tuple[int, int]]) -> None:
@@ -120,6 +126,32 @@ class HeldBytes:
         with self._lock:
             for span in claimed:
                 self._claims.remove(span)
+                if span not in self._claims:
+                    self._claimants.pop(span, None)
+            self._released.notify_all()
+
+    def wait_for_claims(
+        self, starts: Sequence[int], lengths: Sequence[int], timeout: float
+    ) -> bool:
+        """Wait (at most ``timeout`` seconds) until no other thread is fetching bytes of
+        these ranges to hold them; ``True`` if there was such a fetch. A read that arrives
+        while its bytes are on their way would otherwise fetch them a second time. The
+        fetching thread's own reads never wait (it fetches those very bytes)."""
+        me = threading.get_ident()
+        firsts = np.asarray(starts, dtype=np.int64)
+        ends = firsts + np.asarray(lengths, dtype=np.int64)
+
+        def busy() -> bool:
+            return any(
+                self._claimants.get((lo, hi)) != me and bool(np.any((firsts < hi) & (ends > lo)))
+                for lo, hi in self._claims
+            )
+
+        with self._lock:
+            if not busy():
+                return False
+            self._released.wait_for(lambda: not busy(), timeout)
+            return True
 
     def take(
         self, starts: Sequence[int], lengths: Sequence[int]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -50,6 +51,16 @@ __all__ = [
 
 logger = logging.getLogger("xnwb")
 _COMPLETIONS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_LAZY: weakref.WeakSet[Any] = weakref.WeakSet()  # every lazy index of this process
+
+
+def _forget_threads_after_fork() -> None:
+    _COMPLETIONS.clear()  # their threads are the parent's
+    for lazy in list(_LAZY):
+        lazy._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 #: B-tree nodes lie between data chunks: fetch them exactly, merging only near neighbours.
 _NODE_GAP = 64 * 2**10
@@ -124,9 +135,11 @@ class LazyChunks:
         self._inner: dict[int, Node] = {}  # internal nodes, kept: few and reused by every box
         self._leaves_done: set[int] = set()  # leaves already copied into the offsets
         self._known: np.ndarray | None = None  # stored-grid cells whose state is known
-        self._pending: dict[tuple[tuple[int, int], ...], Any] = {}  # regions read ahead
+        # Regions being walked (read ahead, or by a read), each with the event its end sets.
+        self._pending: dict[tuple[tuple[int, int], ...], Any] = {}
         self._last_long: int | None = None  # first row of the last long region (None: none yet)
         self._lock = threading.Lock()
+        _LAZY.add(self)
 
     # Workers get the source, the tree and the internal nodes, not the thread or lock, and
     # no claim of what is known: the offsets pickled beside this object may be a snapshot
@@ -148,6 +161,16 @@ class LazyChunks:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        _LAZY.add(self)
+
+    def _forget_after_fork(self) -> None:
+        # A forked child has none of its parent's threads: the walks they had under way
+        # never end there, a lock one of them held stays taken, and the background
+        # completion is not running. The child's reads resolve their own regions.
+        self._lock = threading.Lock()
+        self._pending = {}
+        self._last_long = None
+        self.completion = None
 
     def __repr__(self) -> str:
         return f"LazyChunks({self.path!r}, complete={self.complete})"
@@ -181,14 +204,31 @@ class LazyChunks:
             return
         window = _slices(stored_box)
         long_region = box is not None and _cells(stored_box) > _LONG_REGION_CHUNKS
-        if long_region and not self.source.is_local:
-            self._look_ahead(ref, stored_box)  # locally a node costs a pread: no round trip
-        if not self._known[window].all():
+        if box is None:  # the whole tree: after the walks under way (reads go on meanwhile)
             self._wait_for_overlapping(stored_box)
-        if not self._known[window].all():
-            self._walk(ref, stored_box, spans=long_region)
-            self._known[window] = True
-        if box is None or self._known.all():
+            if not self._known.all():
+                self._walk(ref, stored_box)
+                self._known[window] = True
+            self.complete = True
+            return
+        # This read's walk is registered before anything else, so that no thread reads its
+        # region ahead meanwhile (its bytes were fetched twice); walks under way that
+        # overlap it are waited for instead.
+        waits, mine = self._begin_walk(stored_box, window)
+        try:
+            if long_region and not self.source.is_local:
+                self._look_ahead(ref, stored_box)  # locally a node costs a pread: no round trip
+            while mine is None and waits:
+                for done in waits:
+                    done.wait()
+                waits, mine = self._begin_walk(stored_box, window)
+            if mine is not None:
+                self._walk(ref, stored_box, spans=long_region)
+                self._known[window] = True
+        finally:
+            if mine is not None:
+                self._end_walk(stored_box, mine)
+        if self._known.all():
             self.complete = True
 
     # -- a whole pass: the next regions' nodes are read while this one's data are --------
@@ -220,7 +260,11 @@ class LazyChunks:
                 continue
             ahead = ((first, stop), *stored_box[1:])
             with self._lock:
-                if ahead in self._pending or self._known[_slices(ahead)].all():
+                # Not a region another read (or read ahead) is walking: its bytes come once.
+                if (
+                    any(_overlap(other, ahead) for other in self._pending)
+                    or self._known[_slices(ahead)].all()
+                ):
                     continue
                 done = self._pending[ahead] = threading.Event()
             threading.Thread(
@@ -246,6 +290,27 @@ class LazyChunks:
             done.set()
             if completion is not None:
                 completion.foreground_end()
+
+    def _begin_walk(
+        self, stored_box: list[tuple[int, int]], window: tuple[slice, ...]
+    ) -> tuple[list[Any], Any]:
+        """``([], event)``: this walk of ``stored_box`` is registered (end it with
+        :meth:`_end_walk`); ``(events, None)``: walks under way overlap it, wait for them;
+        ``([], None)``: nothing left to walk."""
+        assert self._known is not None
+        with self._lock:
+            if self._known[window].all():
+                return [], None
+            waits = [done for other, done in self._pending.items() if _overlap(other, stored_box)]
+            if waits:
+                return waits, None
+            done = self._pending[tuple(stored_box)] = threading.Event()
+            return [], done
+
+    def _end_walk(self, stored_box: list[tuple[int, int]], done: Any) -> None:
+        with self._lock:
+            self._pending.pop(tuple(stored_box), None)
+        done.set()
 
     def _wait_for_overlapping(self, stored_box: list[tuple[int, int]]) -> None:
         """Wait for the reads ahead that overlap ``stored_box`` (no node is fetched twice)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -46,6 +47,9 @@ REMOTE_MAX_BLOCK = 4 * 2**20
 HELD_BYTES = 256 * 2**20
 #: ... for this many seconds at most.
 HELD_SECONDS = 30.0
+#: Seconds a read waits at most for bytes another thread is fetching to hold (that fetch
+#: has timeouts of its own; this only bounds the wait).
+CLAIM_WAIT_SECONDS = 120.0
 
 
 def is_local(url: str) -> bool:
@@ -213,6 +217,15 @@ def coalesce_arrays(
     return blocks, within, bstarts, bends
 
 
+def _forget_threads_after_fork() -> None:
+    for source in list(_SOURCES):
+        source._forget_after_fork()
+
+
+_SOURCES: weakref.WeakSet[ByteSource] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_forget_threads_after_fork)
+
+
 class ByteSource:
     """Fetch byte ranges of one file.
 
@@ -261,6 +274,7 @@ class ByteSource:
         self._held: Any = None  # xnwb.heldbytes.HeldBytes: bytes read ahead of a pass
         #: Identity of the version opened (see :meth:`pin`); checked on every read.
         self.pinned: dict[str, Any] | None = None
+        _SOURCES.add(self)
 
     # Pickling drops descriptors and filesystem handles; each process reopens.
     def __getstate__(self) -> dict[str, Any]:
@@ -271,6 +285,13 @@ class ByteSource:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        _SOURCES.add(self)
+
+    def _forget_after_fork(self) -> None:
+        # A forked child has none of its parent's threads: a lock one of them held stays
+        # taken, and their claims on bytes being fetched are never released.
+        self._lock = threading.Lock()
+        self._held = None
 
     def __repr__(self) -> str:
         return f"ByteSource({self.url!r})"
@@ -465,6 +486,10 @@ class ByteSource:
         if not starts:
             return []
         held = self._held
+        if held is not None:
+            # Bytes another thread is fetching to hold them come from there, not again
+            # from the server (if that fetch fails, they are fetched here).
+            held.wait_for_claims(starts, lengths, CLAIM_WAIT_SECONDS)
         if held is not None and len(held):
             got = held.take(starts, lengths)
             rest = [i for i, view in enumerate(got) if view is None]
