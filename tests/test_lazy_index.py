@@ -71,16 +71,29 @@ def test_filters_ragged_edges_and_unwritten_chunks(tmp_path, every_dataset_lazy)
     rng = np.random.default_rng(2)
 
     def build(f):
-        f.create_dataset("gzip", data=rng.integers(0, 50, (1003, 17), dtype="<i2"),
-                         chunks=(64, 5), compression="gzip", shuffle=True)
-        f.create_dataset("f32", data=rng.normal(size=(7770,)).astype("<f4"), chunks=(10,),
-                         fletcher32=True)
-        part = f.create_dataset("partial", shape=(500, 12), chunks=(16, 4), dtype="<i4",
-                                fillvalue=-7, compression="gzip")
+        f.create_dataset(
+            "gzip",
+            data=rng.integers(0, 50, (1003, 17), dtype="<i2"),
+            chunks=(64, 5),
+            compression="gzip",
+            shuffle=True,
+        )
+        f.create_dataset(
+            "f32", data=rng.normal(size=(7770,)).astype("<f4"), chunks=(10,), fletcher32=True
+        )
+        part = f.create_dataset(
+            "partial",
+            shape=(500, 12),
+            chunks=(16, 4),
+            dtype="<i4",
+            fillvalue=-7,
+            compression="gzip",
+        )
         part[100:200, 4:8] = 3  # most chunks never written: fill value
         part[480:, :] = 1
-        f.create_dataset("cube", data=rng.integers(0, 9, (60, 40, 10), dtype="u1"),
-                         chunks=(4, 3, 7))
+        f.create_dataset(
+            "cube", data=rng.integers(0, 9, (60, 40, 10), dtype="u1"), chunks=(4, 3, 7)
+        )
 
     path = _h5(tmp_path, build)
     pending, lazy = assert_lazy_equals_eager(path)
@@ -95,8 +108,9 @@ def test_filter_mask_chunks_are_inlined_like_the_eager_index(tmp_path, every_dat
     data = np.arange(128 * 80, dtype="<i4").reshape(128, 80)
 
     def build(f):
-        ds = f.create_dataset("masked", shape=data.shape, chunks=(8, 10), dtype="<i4",
-                              compression="gzip")
+        ds = f.create_dataset(
+            "masked", shape=data.shape, chunks=(8, 10), dtype="<i4", compression="gzip"
+        )
         for i in range(0, 128, 8):
             for j in range(0, 80, 10):
                 block = np.ascontiguousarray(data[i : i + 8, j : j + 10])
@@ -149,10 +163,25 @@ def test_other_chunk_indexes_fall_back_with_a_note(tmp_path, every_dataset_lazy)
 def test_pynwb_files_and_reads(nwb_writer, every_dataset_lazy):
     data = counts(30_000, 8)
     path = nwb_writer(
-        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(8),
-              chunks=(300, 2), compression="gzip", shuffle=True),
-         dict(name="LFP", data=data[::4, :3].copy(), rate=250.0, module="ecephys",
-              region=range(3), chunks=(64, 3))]
+        [
+            dict(
+                name="ElectricalSeries",
+                data=data,
+                rate=1000.0,
+                region=range(8),
+                chunks=(300, 2),
+                compression="gzip",
+                shuffle=True,
+            ),
+            dict(
+                name="LFP",
+                data=data[::4, :3].copy(),
+                rate=250.0,
+                module="ecephys",
+                region=range(3),
+                chunks=(64, 3),
+            ),
+        ]
     )
     pending, _ = assert_lazy_equals_eager(path)
     assert DATA in pending
@@ -173,8 +202,16 @@ def test_real_files(path, every_dataset_lazy):
 def many_chunks(nwb_writer):
     """20,000 chunks: a three-level B-tree, as in a long recording with small chunks."""
     return nwb_writer(
-        [dict(name="ElectricalSeries", data=counts(200_000, 8), rate=1000.0, region=range(8),
-              chunks=(100, 1), compression="gzip")]
+        [
+            dict(
+                name="ElectricalSeries",
+                data=counts(200_000, 8),
+                rate=1000.0,
+                region=range(8),
+                chunks=(100, 1),
+                compression="gzip",
+            )
+        ]
     )
 
 
@@ -240,8 +277,9 @@ def test_cluster_workers_resolve_regions_themselves(http_remote, many_chunks, tm
     )
     try:
         with distributed.Client(cluster):
-            ds = xr.open_dataset(url, engine="nwbzarr", chunks={},
-                                 index_cache=False, mask_and_scale=False)
+            ds = xr.open_dataset(
+                url, engine="nwbzarr", chunks={}, index_cache=False, mask_and_scale=False
+            )
             graph = dict(ds.data.data.__dask_graph__())
             import pickle
 
@@ -490,8 +528,17 @@ def test_a_few_channels_of_compressed_chunks_do_not_bring_the_others(http_remote
 
     data = np.random.default_rng(4).integers(-3, 4, size=(200_000, 32)).astype(np.int16)
     path = nwb_writer(
-        [dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(32),
-              chunks=(1000, 1), compression="gzip", shuffle=True)],
+        [
+            dict(
+                name="ElectricalSeries",
+                data=data,
+                rate=1000.0,
+                region=range(32),
+                chunks=(1000, 1),
+                compression="gzip",
+                shuffle=True,
+            )
+        ],
         n_electrodes=32,
     )
     _, source, arr = _opened_cold(http_remote, path, "few.nwb")
@@ -593,3 +640,46 @@ def test_a_child_forked_during_a_pass_reads_on_its_own(http_remote, spread_leave
     http_remote.server.latency = 0.0
     assert not alive, "the forked child waited for its parent's threads"
     assert process.exitcode == 0 and queue.get(timeout=5) is True
+
+
+def test_a_window_is_not_held_up_by_a_long_walk_or_a_claim_that_never_ends(
+    http_remote, spread_leaves, monkeypatch
+):
+    """A long region's walk under way (its span retrying a failing server, say) covers a
+    one-row window; another thread claimed the window's bytes and never delivers. The
+    window walks its own few nodes and, after a short wait, fetches its own bytes."""
+    import threading
+
+    import xnwb.source
+    from xnwb.read import read_selection
+
+    monkeypatch.setattr(xnwb.source, "CLAIM_WAIT_SECONDS", 0.2)
+    path, data = spread_leaves
+    eager = build_index(path).arrays[DATA]
+    _, source, arr = _opened_cold(http_remote, path)
+    arr.lazy.completion = None
+    read_selection(arr, source, (slice(0, 1000), slice(None)))  # the inner nodes, kept
+    lazy = arr.lazy
+    window = (slice(200, 280), slice(None))
+    _, stuck = lazy._begin_walk([(200, 280), (0, 8)], window, wait=False)  # never ended
+    start = int(eager.offsets[250].min())
+    claimed = []
+    claimer = threading.Thread(
+        target=lambda: claimed.extend(source.claim_unheld(start, start + 2**20))
+    )
+    claimer.start()
+    claimer.join()
+    got = []
+    reader = threading.Thread(
+        target=lambda: got.append(
+            read_selection(arr, source, (slice(250_000, 251_000), slice(None)))
+        )
+    )
+    reader.start()
+    reader.join(20)
+    finished = not reader.is_alive()
+    lazy._end_walk(stuck)
+    source.release_claim(claimed)
+    reader.join(20)
+    assert finished, "a window waited for a walk (or a claim) that never ended"
+    np.testing.assert_array_equal(got[0], data[250_000:251_000])

@@ -137,6 +137,8 @@ class LazyChunks:
         self._known: np.ndarray | None = None  # stored-grid cells whose state is known
         # Regions being walked (read ahead, or by a read), each with the event its end sets.
         self._pending: dict[tuple[tuple[int, int], ...], Any] = {}
+        # Regions reads are walking now: {token: (box, event its end sets)}.
+        self._reading: dict[object, tuple[tuple[tuple[int, int], ...], Any]] = {}
         self._last_long: int | None = None  # first row of the last long region (None: none yet)
         self._lock = threading.Lock()
         _LAZY.add(self)
@@ -154,6 +156,7 @@ class LazyChunks:
             _known=None,
             _leaves_done=set(),
             _pending={},
+            _reading={},
             _inner=dict(self._inner),  # a copy made at once: the walk may be adding nodes
         )
         return state
@@ -169,6 +172,7 @@ class LazyChunks:
         # completion is not running. The child's reads resolve their own regions.
         self._lock = threading.Lock()
         self._pending = {}
+        self._reading = {}
         self._last_long = None
         self.completion = None
 
@@ -212,22 +216,25 @@ class LazyChunks:
             self.complete = True
             return
         # This read's walk is registered before anything else, so that no thread reads its
-        # region ahead meanwhile (its bytes were fetched twice); walks under way that
-        # overlap it are waited for instead.
-        waits, mine = self._begin_walk(stored_box, window)
+        # region ahead meanwhile (its bytes were fetched twice). A long region waits instead
+        # for a walk under way that covers it (its span would come twice); a window walks
+        # its few nodes itself, never held up by a long walk's retries.
+        waits, mine = self._begin_walk(stored_box, window, wait=long_region)
         try:
             if long_region and not self.source.is_local:
                 self._look_ahead(ref, stored_box)  # locally a node costs a pread: no round trip
-            while mine is None and waits:
+            if waits:
+                # Once: a walk that failed (or did not make all of this box known) is not
+                # waited for again, nor does a second waiter queue behind this one's retry.
                 for done in waits:
                     done.wait()
-                waits, mine = self._begin_walk(stored_box, window)
+                _, mine = self._begin_walk(stored_box, window, wait=False)
             if mine is not None:
                 self._walk(ref, stored_box, spans=long_region)
                 self._known[window] = True
         finally:
             if mine is not None:
-                self._end_walk(stored_box, mine)
+                self._end_walk(mine)
         if self._known.all():
             self.complete = True
 
@@ -261,10 +268,7 @@ class LazyChunks:
             ahead = ((first, stop), *stored_box[1:])
             with self._lock:
                 # Not a region another read (or read ahead) is walking: its bytes come once.
-                if (
-                    any(_overlap(other, ahead) for other in self._pending)
-                    or self._known[_slices(ahead)].all()
-                ):
+                if self._walked_now(ahead) or self._known[_slices(ahead)].all():
                     continue
                 done = self._pending[ahead] = threading.Event()
             threading.Thread(
@@ -292,25 +296,35 @@ class LazyChunks:
                 completion.foreground_end()
 
     def _begin_walk(
-        self, stored_box: list[tuple[int, int]], window: tuple[slice, ...]
+        self, stored_box: list[tuple[int, int]], window: tuple[slice, ...], *, wait: bool
     ) -> tuple[list[Any], Any]:
-        """``([], event)``: this walk of ``stored_box`` is registered (end it with
-        :meth:`_end_walk`); ``(events, None)``: walks under way overlap it, wait for them;
-        ``([], None)``: nothing left to walk."""
+        """Register a read's walk of ``stored_box``: ``([], token)`` (end it with
+        :meth:`_end_walk`). With ``wait``, ``(events, None)`` instead when walks under way
+        cover the whole box (its chunks are known once they end: wait for them); a walk
+        that covers part of it does not hold this one up. ``([], None)``: nothing to walk."""
         assert self._known is not None
         with self._lock:
             if self._known[window].all():
                 return [], None
-            waits = [done for other, done in self._pending.items() if _overlap(other, stored_box)]
-            if waits:
-                return waits, None
-            done = self._pending[tuple(stored_box)] = threading.Event()
-            return [], done
+            if wait:
+                walks = [*self._pending.items(), *self._reading.values()]
+                waits = [done for other, done in walks if _covers(other, stored_box)]
+                if waits:
+                    return waits, None
+            token = object()
+            self._reading[token] = (tuple(stored_box), threading.Event())
+            return [], token
 
-    def _end_walk(self, stored_box: list[tuple[int, int]], done: Any) -> None:
+    def _end_walk(self, token: object) -> None:
         with self._lock:
-            self._pending.pop(tuple(stored_box), None)
+            _, done = self._reading.pop(token)
         done.set()
+
+    def _walked_now(self, box: Sequence[tuple[int, int]]) -> bool:
+        """Whether a walk under way (a read's or a read ahead) overlaps ``box``."""
+        return any(_overlap(other, box) for other in self._pending) or any(
+            _overlap(other, box) for other, _ in self._reading.values()
+        )
 
     def _wait_for_overlapping(self, stored_box: list[tuple[int, int]]) -> None:
         """Wait for the reads ahead that overlap ``stored_box`` (no node is fetched twice)."""
@@ -596,6 +610,10 @@ def _in_background() -> bool:
 
 def _cells(box: Sequence[tuple[int, int]]) -> int:
     return math.prod(max(0, hi - lo) for lo, hi in box)
+
+
+def _covers(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> bool:
+    return all(lo <= x and y <= hi for (lo, hi), (x, y) in zip(a, b, strict=True))
 
 
 def _overlap(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> bool:

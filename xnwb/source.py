@@ -47,9 +47,10 @@ REMOTE_MAX_BLOCK = 4 * 2**20
 HELD_BYTES = 256 * 2**20
 #: ... for this many seconds at most.
 HELD_SECONDS = 30.0
-#: Seconds a read waits at most for bytes another thread is fetching to hold (that fetch
-#: has timeouts of its own; this only bounds the wait).
-CLAIM_WAIT_SECONDS = 120.0
+#: Seconds a read waits at most for bytes another thread is fetching to hold, then fetches
+#: them itself: a span of a few 4 MiB pieces comes in well under it, and a fetch that
+#: stalls or fails (nothing is held then) does not hold the read up for its retries.
+CLAIM_WAIT_SECONDS = 1.0
 
 
 def is_local(url: str) -> bool:
