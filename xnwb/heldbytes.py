@@ -67,8 +67,8 @@ class HeldBytes:
         self._blocks: dict[int, _Block] = {}
         self._starts: list[int] = []  # sorted keys of _blocks
         self._held = 0
-        self._claims: list[tuple[int, int]] = []  # byte ranges being fetched to be held
-        self._claimants: dict[tuple[int, int], int] = {}  # claim -> the thread fetching it
+        # Byte ranges being fetched to be held (disjoint), each with the thread fetching it.
+        self._claims: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
 
@@ -116,18 +116,15 @@ class HeldBytes:
                     break
             if at < end:
                 out.append((at, end))
-            self._claims.extend(out)
             me = threading.get_ident()
-            self._claimants.update((span, me) for span in out)
+            self._claims.update((span, me) for span in out)
         return out
 
     def release(self, claimed: Sequence[tuple[int, int]]) -> None:
         """End the claims :meth:`claim` returned."""
         with self._lock:
             for span in claimed:
-                self._claims.remove(span)
-                if span not in self._claims:
-                    self._claimants.pop(span, None)
+                del self._claims[span]
             self._released.notify_all()
 
     def wait_for_claims(
@@ -137,14 +134,18 @@ class HeldBytes:
         these ranges to hold them; ``True`` if there was such a fetch. A read that arrives
         while its bytes are on their way would otherwise fetch them a second time. The
         fetching thread's own reads never wait (it fetches those very bytes)."""
+        # The common case, on every fetch: no claim, no conversion, no lock (a claim made
+        # this very instant is missed, and the read fetches its bytes itself).
+        if not self._claims:
+            return False
         me = threading.get_ident()
         firsts = np.asarray(starts, dtype=np.int64)
         ends = firsts + np.asarray(lengths, dtype=np.int64)
 
         def busy() -> bool:
             return any(
-                self._claimants.get((lo, hi)) != me and bool(np.any((firsts < hi) & (ends > lo)))
-                for lo, hi in self._claims
+                owner != me and bool(np.any((firsts < hi) & (ends > lo)))
+                for (lo, hi), owner in self._claims.items()
             )
 
         with self._lock:

@@ -135,7 +135,7 @@ class LazyChunks:
         self._inner: dict[int, Node] = {}  # internal nodes, kept: few and reused by every box
         self._leaves_done: set[int] = set()  # leaves already copied into the offsets
         self._known: np.ndarray | None = None  # stored-grid cells whose state is known
-        # Regions being walked (read ahead, or by a read), each with the event its end sets.
+        # Regions being read ahead, each with the event its walk's end sets.
         self._pending: dict[tuple[tuple[int, int], ...], Any] = {}
         # Regions reads are walking now: {token: (box, event its end sets)}.
         self._reading: dict[object, tuple[tuple[tuple[int, int], ...], Any]] = {}
