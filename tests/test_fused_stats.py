@@ -199,3 +199,33 @@ def test_a_block_summary_holds_a_few_rows_of_values_not_the_block():
     np.testing.assert_array_equal(got[..., 0], n)
     np.testing.assert_array_equal(got[..., 1], expected.mean)
     np.testing.assert_array_equal(got[..., 2], expected.m2)
+
+
+
+@pytest.mark.parametrize("output", ["power", "complex"])
+def test_decimated_coefficients_reach_the_sink_a_cache_slot_at_a_time(output):
+    # A decimated block's inverse FFTs fill a cache-sized slot a few signals at a time, and
+    # the sink converts or summarises each while it is in cache: the block's coefficients
+    # (16 channels x 20 frequencies x 1024 bins, 5.2 MB) are never laid out whole.
+    from xnwb.tfr import _CACHE_BYTES, _thread_scratch
+
+    rate, freqs = 1000.0, np.geomspace(10, 100, 20)
+    signal = np.random.default_rng(3).standard_normal((16, 30_000))
+    x = da.from_array(signal, chunks=(16, -1))
+    y = tfr.morlet(x, rate, freqs, 7.0, output=output, decim=10, chunks={0: 16, 1: 9120})
+    assert y.chunks[0] == (16,) and max(y.chunks[-1]) > 900  # blocks of 16 x ~9120
+    with dask.config.set(scheduler="sync"):  # the blocks run in this thread, on its slots
+        slots = _thread_scratch().slots
+        slots.clear()
+        got = y.compute()
+        assert slots["coefficients"].nbytes <= _CACHE_BYTES
+        slots.clear()
+        summary = stats.moments(y, axis=-1, progress=False) if output == "power" else None
+        if summary is not None:
+            assert slots["coefficients"].nbytes <= _CACHE_BYTES
+    ref = tfr_array_morlet(signal[None], rate, freqs, 7.0, decim=10, output=output)[0]
+    scale = np.abs(ref).max()
+    assert np.abs(got - ref).max() <= 1e-12 * scale
+    if summary is not None:
+        np.testing.assert_allclose(summary.mean, ref.mean(axis=-1), rtol=1e-12)
+        np.testing.assert_allclose(summary.std, ref.std(axis=-1), rtol=1e-10)

@@ -178,7 +178,8 @@ def block_peak_bytes(
 
     Counts what :func:`xnwb.tfr.transform` holds at once for a block: the extended input
     (twice: dask's overlap assembles it from its neighbours' pieces), the zero-padded FFT
-    buffer and its spectrum, the inverse-FFT work arrays (``decim > 1``: the folded products),
+    buffer and its spectrum, the inverse-FFT work arrays (``decim > 1``: the folded products and
+    a cache-sized slot of their inverse FFTs),
     the result, and the kernel spectra for this FFT length (cached once per process).
     ``work_itemsize`` is the engine's complex type: 16 bytes, or 8 with ``dtype="complex64"``.
 
@@ -198,7 +199,10 @@ def block_peak_bytes(
     if q == 1:
         total += 2 * max(1, min(rows, (2 * 2**20) // (c * nfft))) * nfft * c  # row batches
     else:
-        total += 2 * (nfft // q) * rows * n_freqs * c  # folded products and their inverse
+        m = nfft // q
+        total += m * rows * n_freqs * c  # the folded products
+        # their inverse FFTs, a few signals at a time in a cache-sized slot
+        total += max(1, min(rows, (2 * 2**20) // (c * n_freqs * m))) * n_freqs * m * c
     total += rows * n_freqs * n_out * out_itemsize  # the result
     total += n_freqs * nfft * c  # the kernel spectra (shared by the tasks of one process)
     return int(total)

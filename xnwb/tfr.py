@@ -739,11 +739,17 @@ def _block(
         prod = _work("products", (m, k, n_freqs), cdtype)
         np.matmul(bins, spec.bank.spectra(nfft, q, cdtype), out=prod)
         del bins
-        # The inverse FFTs write straight into a (k, F, m) layout: copied out row by row.
-        coefs = _work("coefficients", (k, n_freqs, m), cdtype)
-        _fft.ifft(prod, axis=0, out=coefs.transpose(2, 0, 1))
+        # The inverse FFTs, a few signals at a time, write into a cache-sized (rows, F, m)
+        # slot that the sink converts or summarises while it is still in cache. (All at
+        # once, the block's coefficients went to memory and came back for the power and
+        # each moment: as long as the folding product at 1 kHz, decim=10.)
+        rows = max(1, min(k, _CACHE_BYTES // (cdtype.itemsize * n_freqs * m)))
+        slot = _work("coefficients", (rows, n_freqs, m), cdtype)
+        for c0 in range(0, k, rows):
+            coefs = slot[: min(rows, k - c0)]
+            _fft.ifft(prod[:, c0 : c0 + rows], axis=0, out=coefs.transpose(2, 0, 1))
+            sink.put(coefs[..., :n_out], slice(c0, c0 + rows), slice(None))
         del prod
-        sink.put(coefs[..., :n_out], slice(None), slice(None))
     if isinstance(sink, _Summary):
         return sink.finish().reshape(*rest, n_freqs, len(_Summary.FIELDS))
     res = sink.res
