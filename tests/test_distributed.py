@@ -68,3 +68,27 @@ def test_kernel_bank_is_one_graph_key_not_copied_into_transform_tasks():
     assert len(params) == 1 and sizes[params[0]] > 1_000_000  # the bank, once
     assert max(size for key, size in sizes.items() if key not in params) < 5_000
     np.testing.assert_array_equal(y[:2, :, :10].compute(), np.zeros((2, 20, 10)))
+
+
+def test_statistics_pass_on_the_cluster_ships_halo_pieces_and_equals_the_local_one(client):
+    # On a cluster every overlap of a block with an input chunk stays a small getitem task,
+    # so a worker is sent its neighbours' halos, never their whole chunks; the statistics
+    # equal those of the local threads (which cut each block from its main chunk).
+    import dask
+    import dask.array as da
+
+    from xnwb import stats, tfr
+
+    signal = np.random.default_rng(5).standard_normal((4, 12_000))
+    x = da.from_array(signal, chunks=(4, 3000))
+    y = tfr.morlet(x, 500.0, np.array([10.0, 40.0]), 5.0, output="power", chunks={1: 1000})
+    summaries = y._xnwb_block_moments(y, -1)
+    layer = summaries.__dask_graph__().layers[summaries.name]
+    pieces = [key for key in layer if isinstance(key, tuple) and key[0].endswith("-input")]
+    blocks = [key for key in layer if isinstance(key, tuple) and key[0] == summaries.name]
+    assert len(pieces) > len(blocks) == 12  # one piece per overlap, at least one per block
+    on_cluster = stats.moments(y, axis=-1, progress=False)
+    with dask.config.set(scheduler="threads"):
+        local = stats.moments(y, axis=-1, progress=False)
+    np.testing.assert_allclose(on_cluster.mean, local.mean, rtol=1e-13)
+    np.testing.assert_allclose(on_cluster.std, local.std, rtol=1e-12)

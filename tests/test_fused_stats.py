@@ -201,7 +201,6 @@ def test_a_block_summary_holds_a_few_rows_of_values_not_the_block():
     np.testing.assert_array_equal(got[..., 2], expected.m2)
 
 
-
 @pytest.mark.parametrize("output", ["power", "complex"])
 def test_decimated_coefficients_reach_the_sink_a_cache_slot_at_a_time(output):
     # A decimated block's inverse FFTs fill a cache-sized slot a few signals at a time, and
@@ -229,3 +228,36 @@ def test_decimated_coefficients_reach_the_sink_a_cache_slot_at_a_time(output):
     if summary is not None:
         np.testing.assert_allclose(summary.mean, ref.mean(axis=-1), rtol=1e-12)
         np.testing.assert_allclose(summary.std, ref.std(axis=-1), rtol=1e-10)
+
+
+def _input_pieces(array: da.Array) -> int:
+    """The getitem tasks that cut input pieces for the transform's blocks."""
+    layer = array.__dask_graph__().layers[array.name]
+    return sum(1 for key in layer if isinstance(key, tuple) and key[0].endswith("-input"))
+
+
+def test_a_statistics_pass_cuts_each_block_from_its_main_chunk_in_the_task():
+    # The summary graph is only computed whole: each block takes the input chunk it
+    # overlaps most as it is; only the other overlaps (a neighbour's halo) are getitem
+    # tasks. A 4000-sample record in chunks of 2000, blocks of 500 plus halos: the blocks
+    # at the seam meet two chunks, the others one.
+    from xnwb.halo import _bounds, _overlaps
+    from xnwb.wavelets import morlet_kernels
+
+    x = da.from_array(SIGNAL, chunks=(3, 2000))
+    y = tfr.morlet(x, RATE, FREQS, 5.0, output="power", chunks={1: 500})
+    halo = morlet_kernels(RATE, FREQS, n_cycles=5.0).halo
+    starts = np.cumsum((0, *y.chunks[-1]))
+    met = [
+        len(_overlaps(int(a) - halo, int(b) + halo, _bounds(x.chunks[1])))
+        for a, b in zip(starts[:-1], starts[1:], strict=True)
+    ]
+    assert len(met) == 8 and 1 in met and 2 in met
+    assert _input_pieces(y) == sum(met)  # the transform: every overlap is a piece
+    with dask.config.set(scheduler="threads"):
+        summaries = y._xnwb_block_moments(y, -1)
+        assert _input_pieces(summaries) == sum(met) - len(met)  # all but the main chunks
+        got = stats.moments(y, axis=-1, progress=False)
+    expected = general_path(y)
+    np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-13)
+    np.testing.assert_allclose(got.std, expected.std, rtol=1e-12)

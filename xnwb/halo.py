@@ -151,6 +151,7 @@ def map_halo_blocks(
     name: str,
     meta: np.ndarray,
     pieces: bool = False,
+    whole_main_chunk: bool = False,
     **kwargs: Any,
 ) -> Any:
     """Apply ``func(xe, time_block=i, **kwargs)`` to halo-extended blocks of ``x``.
@@ -181,6 +182,13 @@ def map_halo_blocks(
     pieces
         Hand ``func`` an :class:`ExtendedBlock` (the pieces, not copied) instead of an array,
         for a ``func`` that copies the block anyway.
+    whole_main_chunk
+        Hand each block the input chunk it overlaps most as it is, cut inside the block's
+        task, instead of through a ``getitem`` task of its own; the other overlaps (a
+        neighbour's halo) stay ``getitem`` tasks, so a distributed worker is sent the halo,
+        not the neighbour's chunk. For graphs only ever computed whole (a statistics pass):
+        a few tasks instead of two or three per block (a distributed scheduler pays about
+        a millisecond for each), but a window of such a graph reads the main chunk whole.
 
     Returns
     -------
@@ -228,16 +236,26 @@ def map_halo_blocks(
         positions.insert(axis, it)
         shape = tuple(hi - lo for (lo, hi) in (extents_of[a][i] for a, i in enumerate(positions)))
         per_axis = [overlaps_of[a][i] for a, i in enumerate(positions)]
-        refs, places = [], []
-        for n, combo in enumerate(itertools.product(*per_axis)):
+        combos = list(itertools.product(*per_axis))
+        main = -1
+        if whole_main_chunk and combos:
+            sizes = [math.prod(s.stop - s.start for _, _, s in combo) for combo in combos]
+            main = sizes.index(max(sizes))
+        refs, places, cuts = [], [], []
+        for n, combo in enumerate(combos):
             chunk = tuple(j for j, _, _ in combo)
             inner = tuple(s for _, s, _ in combo)
+            places.append(tuple(p for _, _, p in combo))
+            if n == main:  # the chunk itself, cut inside the block's task
+                refs.append(TaskRef((x.name, *chunk)))
+                cuts.append(inner)
+                continue
             key = (piece_name, *idx, n)
             layer[key] = Task(
                 key, operator.getitem, TaskRef((x.name, *chunk)), DataNode(None, inner)
             )
             refs.append(TaskRef(key))
-            places.append(tuple(p for _, _, p in combo))
+            cuts.append(None)
         out_key = (name, *others, 0, it)
         layer[out_key] = Task(
             out_key,
@@ -247,6 +265,7 @@ def map_halo_blocks(
             shape,
             x.dtype,
             tuple(places),
+            tuple(cuts),
             it,
             *refs,
         )
@@ -260,6 +279,7 @@ def _assemble(
     shape: tuple[int, ...],
     dtype: np.dtype,
     places: tuple[tuple[slice, ...], ...],
+    cuts: tuple[tuple[slice, ...] | None, ...],
     time_block: int,
     *pieces: np.ndarray,
 ) -> np.ndarray:
@@ -268,8 +288,11 @@ def _assemble(
         _time_last(shape, axis),
         dtype,
         tuple(
-            (_time_last(place, axis), np.moveaxis(np.asarray(piece), axis, -1))
-            for place, piece in zip(places, pieces, strict=True)
+            (
+                _time_last(place, axis),
+                np.moveaxis(np.asarray(piece if cut is None else piece[cut]), axis, -1),
+            )
+            for place, cut, piece in zip(places, cuts, pieces, strict=True)
         ),
     )
     # An array only for a func that wants one (a block inside one chunk is not copied).
