@@ -40,6 +40,7 @@ from xnwb.chunking import dask_chunk_size
 
 __all__ = [
     "BLOCK_POINTS",
+    "CACHE_BYTES",
     "DEFAULT_MAX_ROWS",
     "MIN_ROWS",
     "BlockPlan",
@@ -66,6 +67,8 @@ IN_CACHE_FFT_POINTS = 8192
 # short wavelets land there), 1.2 at 16,384-32,768, so an in-cache block must also be at
 # least MIN_HALOS halos long (below that its overlap costs more than the cache saves).
 OUT_OF_CACHE_COST = 1.5
+#: Working set of the transform's inner loops (a few FFT rows and what is made of them).
+CACHE_BYTES = 2 * 2**20
 
 
 @dataclass(frozen=True)
@@ -197,12 +200,12 @@ def block_peak_bytes(
     total = 2 * rows * ext * in_itemsize  # the extended block and the pieces it came from
     total += rows * nfft * (buf_item + c)  # padded buffer and its spectrum
     if q == 1:
-        total += 2 * max(1, min(rows, (2 * 2**20) // (c * nfft))) * nfft * c  # row batches
+        total += 2 * max(1, min(rows, CACHE_BYTES // (c * nfft))) * nfft * c  # row batches
     else:
         m = nfft // q
         total += m * rows * n_freqs * c  # the folded products
         # their inverse FFTs, a few signals at a time in a cache-sized slot
-        total += max(1, min(rows, (2 * 2**20) // (c * n_freqs * m))) * n_freqs * m * c
+        total += max(1, min(rows, CACHE_BYTES // (c * n_freqs * m))) * n_freqs * m * c
     total += rows * n_freqs * n_out * out_itemsize  # the result
     total += n_freqs * nfft * c  # the kernel spectra (shared by the tasks of one process)
     return int(total)

@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 
 from xnwb import fft as _fft
-from xnwb.blocks import IN_CACHE_FFT_POINTS, BlockPlan, fft_length, full_rate_time, plan_blocks
+from xnwb.blocks import (
+    CACHE_BYTES,
+    IN_CACHE_FFT_POINTS,
+    BlockPlan,
+    fft_length,
+    full_rate_time,
+    plan_blocks,
+)
 from xnwb.chunking import dask_chunk_size
 from xnwb.exceptions import SignalTooShortError, TFRParameterError
 from xnwb.halo import ExtendedBlock, map_halo_blocks
@@ -820,7 +827,7 @@ class _Summary:
         return np.stack((count, self.mean, self.m2), axis=-1)
 
 
-_CACHE_BYTES = 2 * 2**20  # working set of the inner loop: a few FFT rows
+_CACHE_BYTES = CACHE_BYTES  # working set of the inner loop: a few FFT rows
 _NUMPY_BLOCK_BYTES = 128 * 2**20  # memory bound of one numpy-path block (per worker)
 
 
