@@ -351,3 +351,40 @@ def test_transform_units_follow_the_output():
     assert ds.ephys.morlet(FREQS).data.attrs["unit"] == "volts"
     assert ds.ephys.morlet(FREQS, output="power").data.attrs["unit"] == "volts**2"
     assert ds.ephys.morlet(FREQS, output="phase").data.attrs["unit"] == "radians"
+
+
+def test_a_dataset_result_carries_the_rate_and_unit_of_its_data_not_of_the_input():
+    ds = recording()
+    ds.attrs.update(rate=RATE, unit="volts", starting_time=START)  # as a file's Dataset has
+    power = ds.ephys.morlet(FREQS, n_cycles=5.0, decim=4, output="power")
+    assert power.attrs["rate"] == power.data.attrs["rate"] == RATE / 4
+    assert power.attrs["unit"] == power.data.attrs["unit"] == "volts**2"
+    assert power.attrs["starting_time"] == power.data.attrs["starting_time"]
+    assert power.attrs["session"] == "test"  # the file's own attrs stay
+    assert power.drop_vars("time").ephys.rate == RATE / 4  # was the input's rate
+    z = power.ephys.zscore(progress=False)
+    assert "unit" not in z.attrs and z.data.attrs["units"] == "1"
+
+
+@pytest.mark.parametrize("time", ["range", "values"])
+def test_time_windows_refuse_nan_ends_and_take_infinite_ones_as_open(time):
+    from xnwb.accessors import time_window
+
+    ds = recording(time=time)
+    n = ds.sizes["time"]
+    assert time_window(ds, (-np.inf, START + 1.0)) == time_window(ds, (None, START + 1.0))
+    assert time_window(ds, (START + 1.0, np.inf)) == slice(int(RATE), n)
+    with pytest.raises(ValueError, match="got NaN"):
+        time_window(ds, (np.nan, START + 1.0))
+    with pytest.raises(ValueError, match="no sample"):
+        time_window(ds, (np.inf, None))
+
+
+def test_a_time_window_on_a_time_axis_that_steps_back_is_refused():
+    from xnwb.exceptions import TimeAxisError
+
+    times = TIMES.copy()
+    times[500:510] -= 1.0  # a glitch of the acquisition clock
+    ds = recording(time="values").assign_coords(time=times)
+    with pytest.raises(TimeAxisError, match="steps back in time after sample 499"):
+        ds.ephys.stats(baseline=(START + 1.0, START + 3.0), progress=False)

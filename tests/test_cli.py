@@ -496,3 +496,34 @@ def test_zarr_store_layout_is_plain(rec, tmp_path, capsys):
     attrs = group.attrs.asdict()
     assert attrs["xnwb_params"]["freqs"] == pytest.approx(list(np.geomspace(6, 60, 5)))
     assert attrs["xnwb_parts_done"] == list(range(attrs["xnwb_parts"]))
+
+
+def test_a_saved_complex_transform_keeps_its_coefficients_and_lossy_types_are_refused(tmp_path):
+    # A complex transform used to be stored as float32: its real parts only, with nothing
+    # but numpy's ComplexWarning from inside dask to say so.
+    from xnwb.exceptions import ResultError
+    from xnwb.results import save_transform
+
+    rng = np.random.default_rng(2)
+    da = xr.DataArray(
+        rng.standard_normal((2, 4000)),
+        dims=("channel", "time"),
+        coords={"time": np.arange(4000) / 250.0},
+        attrs={"rate": 250.0},
+    )
+    coefs = da.chunk({"time": 1000}).ephys.morlet([10.0, 30.0], n_cycles=5.0, decim=2)
+    out = tmp_path / "complex.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        save_transform(coefs, out, progress=False)
+    back = open_result(out).data
+    assert back.dtype == np.complex64
+    expected = coefs.values
+    assert float(np.abs(back.values - expected).max()) <= 1e-6 * float(np.abs(expected).max())
+    for lossy, why in ((np.float32, "complex64 or complex128"), (np.int16, "floating-point")):
+        source = coefs if lossy is np.float32 else coefs.real
+        with pytest.raises(ResultError, match=why):
+            save_transform(source, tmp_path / f"{np.dtype(lossy).name}.zarr", dtype=lossy)
+    power = da.chunk({"time": 1000}).ephys.morlet([10.0], n_cycles=5.0, output="power")
+    save_transform(power, tmp_path / "power.zarr", progress=False)
+    assert open_result(tmp_path / "power.zarr").data.dtype == np.float32  # as before

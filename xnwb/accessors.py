@@ -99,7 +99,10 @@ def time_window(
     window: tuple[float | None, float | None],
     dim: Hashable = "time",
 ) -> slice:
-    """Positions of the samples with ``t0 <= time <= t1`` (``None``: open end), as MNE selects.
+    """Positions of the samples with ``t0 <= time <= t1``, as MNE selects them.
+
+    ``None`` (or an infinite end) leaves that end open; NaN is refused, and so is a time
+    coordinate that steps back (a search in it would count the wrong samples).
 
     A lazy range index is evaluated only near the two ends.
 
@@ -113,6 +116,9 @@ def time_window(
         t0, t1 = window
     except (TypeError, ValueError):
         raise ValueError(f"a time window is (start, stop) in seconds, got {window!r}") from None
+    t0, t1 = _window_end(t0, window, open_at=-np.inf), _window_end(t1, window, open_at=np.inf)
+    if (t0 is not None and np.isinf(t0)) or (t1 is not None and np.isinf(t1)):
+        raise ValueError(f"no sample of {dim!r} lies in the window {window!r}")
     if dim not in obj.coords:
         raise TimeAxisError(f"a time window needs a {dim!r} coordinate; found {list(obj.coords)}")
     n = obj.sizes[dim]
@@ -132,11 +138,33 @@ def time_window(
         i1 = n if t1 is None else first(float(t1), True)
     else:
         times = _seconds(coord.values)
+        back = np.flatnonzero(np.diff(times) < 0)
+        if back.size:  # a search would silently count the wrong samples
+            raise TimeAxisError(
+                f"{dim!r} steps back in time after sample {int(back[0])} "
+                f"({float(times[back[0]])} s, then {float(times[back[0] + 1])} s): a window "
+                "in seconds is ambiguous; select the samples by position (.isel) instead"
+            )
         i0 = 0 if t0 is None else int(np.searchsorted(times, t0, side="left"))
         i1 = n if t1 is None else int(np.searchsorted(times, t1, side="right"))
     if i0 >= i1:
         raise ValueError(f"no sample of {dim!r} lies in the window {window!r}")
     return slice(i0, i1)
+
+
+def _window_end(end: Any, window: Any, open_at: float) -> float | None:
+    """One end of a time window as seconds, ``None`` for an open end (``open_at``, ±inf)."""
+    if end is None:
+        return None
+    try:
+        value = float(end)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"a time window's ends are seconds or None, got {end!r} in {window!r}"
+        ) from None
+    if np.isnan(value):
+        raise ValueError(f"a time window's ends are seconds or None, got NaN in {window!r}")
+    return None if value == open_at else value
 
 
 class EphysAccessor:
@@ -463,7 +491,15 @@ class EphysAccessor:
     def _wrap(self, result: xr.DataArray) -> xr.DataArray | xr.Dataset:
         if isinstance(self._obj, xr.DataArray):
             return result
-        return xr.Dataset({"data": result}, attrs=dict(self._obj.attrs))
+        # The file's attrs stay, but those describing the series follow the result: a
+        # transform's rate is the decimated one and its unit squared, a z-score has none.
+        attrs = dict(self._obj.attrs)
+        for key in _SERIES_ATTRS:
+            if key in attrs and key in result.attrs:
+                attrs[key] = result.attrs[key]
+            elif key in attrs:
+                del attrs[key]
+        return xr.Dataset({"data": result}, attrs=attrs)
 
     def _apply(
         self,
@@ -603,10 +639,18 @@ def _block_chunks(
     return {da.get_axis_num(d): int(c) for d, c in chunks.items()}
 
 
+# Attributes of a series that a transform or a z-score changes (rate, unit) or that no
+# longer apply to its result (a window's own starting time is its first time coordinate).
+_SERIES_ATTRS = ("rate", "unit", "units", "starting_time", "output", "decim")
+
+
 def _attr_rate(obj: xr.DataArray | xr.Dataset) -> float | None:
-    rate = obj.attrs.get("rate")
-    if rate is None and isinstance(obj, xr.Dataset) and "data" in obj:
+    # A Dataset's series ('data') knows its own rate; the Dataset's attrs are the file's.
+    rate = None
+    if isinstance(obj, xr.Dataset) and "data" in obj:
         rate = obj["data"].attrs.get("rate")
+    if rate is None:
+        rate = obj.attrs.get("rate")
     if rate is None:
         return None
     try:

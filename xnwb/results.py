@@ -101,7 +101,7 @@ def write_transform(
     *,
     params: dict[str, Any],
     statistics: Callable[[], xr.Dataset] | None = None,
-    dtype: Any = np.float32,
+    dtype: Any = None,
     part_bytes: int = DEFAULT_PART_BYTES,
     force: bool = False,
     progress: bool = True,
@@ -122,8 +122,10 @@ def write_transform(
     statistics : callable, optional
         Computes the statistics a z-score uses (one pass); saved in the store's
         ``statistics`` group before any part, and reused when a run resumes.
-    dtype : dtype
-        Type stored (``float32`` halves the store of a float64 transform).
+    dtype : dtype, optional
+        Type stored: by default ``float32`` for a real result (half the store of a float64
+        transform) and ``complex64`` for a complex one. A type that would drop part of the
+        values (a real type for complex coefficients, an integer type for floats) is refused.
     part_bytes : int
         Bytes of one resumable part, output and input alike (whole output chunks: a few
         channels and a stretch of time). A part is computed as one dask computation, so
@@ -143,7 +145,8 @@ def write_transform(
     Raises
     ------
     ResultError
-        ``path`` is not an xnwb result, or holds other parameters (without ``force``).
+        ``path`` is not an xnwb result, or holds other parameters (without ``force``), or
+        ``dtype`` cannot hold the result's values.
 
     Examples
     --------
@@ -196,6 +199,7 @@ def write_transform(
             stats.attrs["xnwb_complete"] = True
 
     result = _storable(build(stats))
+    dtype = _stored_dtype(result.dtype, dtype)
     parts = _parts(result, np.dtype(dtype).itemsize, part_bytes)
     n_parts, n_times = len(parts), result.sizes["time"]
     resumed = "xnwb_parts" in state
@@ -236,6 +240,31 @@ def write_transform(
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(path)
     return WriteReport(path, n_parts, written, resumed=resumed and bool(state["xnwb_parts_done"]))
+
+
+def _stored_dtype(values: np.dtype, wanted: Any) -> np.dtype:
+    """The type a result of ``values`` is stored as: ``wanted``, or float32 / complex64.
+
+    Examples
+    --------
+    >>> _stored_dtype(np.dtype("complex128"), None), _stored_dtype(np.dtype("f8"), "f8")
+    (dtype('complex64'), dtype('float64'))
+    """
+    values = np.dtype(values)
+    if wanted is None:
+        return np.dtype(np.complex64 if values.kind == "c" else np.float32)
+    wanted = np.dtype(wanted)
+    if not np.can_cast(values, wanted, casting="same_kind"):
+        hint = (
+            "complex64 or complex128, or save output='power'"
+            if values.kind == "c"
+            else "a floating-point type"
+        )
+        raise ResultError(
+            f"cannot store {values} values as {wanted}: part of each value would be lost "
+            f"(for {values}, use {hint})"
+        )
+    return wanted
 
 
 def save_transform(
