@@ -388,3 +388,35 @@ def test_a_time_window_on_a_time_axis_that_steps_back_is_refused():
     ds = recording(time="values").assign_coords(time=times)
     with pytest.raises(TimeAxisError, match="steps back in time after sample 499"):
         ds.ephys.stats(baseline=(START + 1.0, START + 3.0), progress=False)
+
+
+def test_zscore_refuses_statistics_of_another_output_or_of_the_stored_counts():
+    from xnwb.exceptions import StatisticsMismatchError
+
+    ds = recording()
+    power = ds.ephys.morlet(FREQS, n_cycles=5.0, output="power")
+    amplitude_stats = ds.ephys.morlet(FREQS, n_cycles=5.0, output="amplitude").ephys.stats(
+        progress=False
+    )
+    assert amplitude_stats.attrs["output"] == "amplitude"
+    refused = r"values in 'volts', the data of values in 'volts\*\*2'"
+    with pytest.raises(StatisticsMismatchError, match=refused):
+        power.ephys.zscore(stats=amplitude_stats)
+    counts = (ds.data / 1e-6).round().astype(np.int16).assign_attrs(ds.data.attrs, conversion=1e-6)
+    volts = (counts * 1e-6).assign_attrs(ds.data.attrs, conversion=1e-6)
+    count_stats = counts.ephys.stats(progress=False)
+    assert count_stats.attrs["unit"] == "counts"
+    with pytest.raises(StatisticsMismatchError, match="values in 'counts'"):
+        volts.ephys.zscore(stats=count_stats)
+    z = power.ephys.zscore(stats=power.ephys.stats(progress=False))  # its own: accepted
+    assert z.data.attrs["units"] == "1"
+
+
+def test_transforms_of_stored_counts_are_in_counts_not_in_the_series_unit():
+    ds = recording()
+    counts = (ds.data / 1e-6).round().astype(np.int16).assign_attrs(ds.data.attrs, conversion=1e-6)
+    power = counts.ephys.morlet(FREQS, n_cycles=5.0, output="power")
+    assert power.attrs["unit"] == "counts**2"
+    coefs = counts.ephys.morlet(FREQS, n_cycles=5.0)
+    assert coefs.attrs["unit"] == "counts"
+    assert ds.data.ephys.morlet(FREQS, n_cycles=5.0, output="power").attrs["unit"] == "volts**2"

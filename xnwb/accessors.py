@@ -353,6 +353,7 @@ class EphysAccessor:
         dims = tuple(d for d in da.dims if d != dim)
         coords = da.drop_vars([k for k, v in da.coords.items() if dim in v.dims]).coords
         attrs: dict[str, Any] = {"dim": str(dim), "quantity": _stats.quantity(da), "ddof": 0}
+        attrs.update(_described(da))
         if baseline is not None:
             attrs["baseline"] = np.array([np.nan if b is None else b for b in baseline], float)
         return xr.Dataset(
@@ -552,6 +553,9 @@ class EphysAccessor:
         freq = np.atleast_1d(np.asarray(freqs, dtype=np.float64))
         attrs = {**da.attrs, **params, "output": output, "decim": int(decim)}
         attrs["rate"] = rate / int(decim)
+        unit = values_unit(da)
+        if unit is not None:  # stored counts (mask_and_scale=False) are counts, not volts
+            attrs["unit" if "unit" in attrs or "units" not in attrs else "units"] = unit
         for key in ("unit", "units"):  # coefficients keep the signal's unit; power squares it
             if key in attrs and output == "power":
                 attrs[key] = f"{attrs[key]}**2"
@@ -755,6 +759,39 @@ def _labels(ref: xr.DataArray, mask: np.ndarray, limit: int = 10) -> str:
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
+def values_unit(da: xr.DataArray) -> str | None:
+    """The unit of ``da``'s values: its ``unit``/``units`` attr, or ``"counts"`` for integers
+    stored with a ``conversion`` or ``offset`` (opened with ``mask_and_scale=False``, whose
+    NWB ``unit`` applies only once they are converted); ``None`` when unknown.
+
+    Examples
+    --------
+    >>> counts = xr.DataArray(np.zeros(3, np.int16), dims="time",
+    ...                       attrs={"unit": "volts", "conversion": 1e-6})
+    >>> values_unit(counts), values_unit(counts.astype(float) * 1e-6)  # converted: volts
+    ('counts', 'volts')
+    """
+    attrs = da.attrs
+    scaled = float(np.asarray(attrs.get("conversion", 1.0), float).reshape(-1)[0]) != 1.0 or (
+        float(np.asarray(attrs.get("offset", 0.0), float).reshape(-1)[0]) != 0.0
+    )
+    if da.dtype.kind in "iu" and scaled:
+        return "counts"
+    unit = attrs.get("unit", attrs.get("units"))
+    return None if unit is None else str(unit)
+
+
+def _described(da: xr.DataArray) -> dict[str, str]:
+    """What a statistics Dataset records of the values it summarises (to refuse others)."""
+    described = {}
+    unit = values_unit(da)
+    if unit is not None:
+        described["unit"] = unit
+    if "output" in da.attrs:
+        described["output"] = str(da.attrs["output"])
+    return described
+
+
 def _check_stats(stats: Any, da: xr.DataArray, dim: Hashable) -> None:
     if not isinstance(stats, xr.Dataset) or not {"mean", "std"} <= set(stats.data_vars):
         raise StatisticsMismatchError(
@@ -767,6 +804,15 @@ def _check_stats(stats: Any, da: xr.DataArray, dim: Hashable) -> None:
             raise StatisticsMismatchError(
                 f"stats[{name!r}] has sizes {got}; the data need a subset of {expected} "
                 f"(everything but {dim!r})"
+            )
+    # Statistics of another transform output (amplitude for power) or of the stored counts
+    # for volts would z-score without complaint and give wrong numbers.
+    for key, value in _described(da).items():
+        if key in stats.attrs and str(stats.attrs[key]) != value:
+            what = "values in" if key == "unit" else "the transform output"
+            raise StatisticsMismatchError(
+                f"the stats are of {what} {stats.attrs[key]!r}, the data of {what} {value!r}: "
+                "z-score with the statistics of these data (obj.ephys.stats())"
             )
     quantity = stats.attrs.get("quantity")
     if quantity is not None and quantity != _stats.quantity(da):
