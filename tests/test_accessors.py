@@ -420,3 +420,11 @@ def test_transforms_of_stored_counts_are_in_counts_not_in_the_series_unit():
     coefs = counts.ephys.morlet(FREQS, n_cycles=5.0)
     assert coefs.attrs["unit"] == "counts"
     assert ds.data.ephys.morlet(FREQS, n_cycles=5.0, output="power").attrs["unit"] == "volts**2"
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "4"])
+def test_block_chunks_that_are_not_positive_counts_are_named_by_dimension(bad):
+    from xnwb.exceptions import TFRParameterError
+
+    with pytest.raises(TFRParameterError, match=r"chunks\['time'\] must be a positive"):
+        recording().ephys.morlet(FREQS, n_cycles=5.0, chunks={"time": bad})

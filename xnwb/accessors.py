@@ -640,6 +640,11 @@ def _block_chunks(
     unknown = [d for d in chunks if d not in da.dims]
     if unknown:
         raise TFRParameterError(f"chunks names {unknown}, which are not dims of {tuple(da.dims)}")
+    for d, c in chunks.items():
+        if isinstance(c, bool) or not isinstance(c, int | np.integer) or c < 1:
+            raise TFRParameterError(
+                f"chunks[{d!r}] must be a positive number of samples or channels, got {c!r}"
+            )
     return {da.get_axis_num(d): int(c) for d, c in chunks.items()}
 
 
