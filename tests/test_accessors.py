@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import mne
 import numpy as np
@@ -428,3 +430,17 @@ def test_block_chunks_that_are_not_positive_counts_are_named_by_dimension(bad):
 
     with pytest.raises(TFRParameterError, match=r"chunks\['time'\] must be a positive"):
         recording().ephys.morlet(FREQS, n_cycles=5.0, chunks={"time": bad})
+
+
+@pytest.mark.parametrize("dtype", [object, str])
+def test_statistics_of_values_that_are_not_numbers_are_refused_at_once(dtype):
+    da = xr.DataArray(np.array(["a", "b", "c"] * 10, dtype=dtype), dims="time")
+    da = da.assign_attrs(rate=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no misleading "zero variance" warning first
+        for call in (
+            lambda: da.ephys.stats(progress=False),
+            lambda: da.ephys.zscore(progress=False),
+        ):
+            with pytest.raises(TypeError, match="need numbers"):
+                call()

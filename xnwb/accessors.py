@@ -347,6 +347,7 @@ class EphysAccessor:
         da = self._series()
         if dim not in da.dims:
             raise TimeAxisError(f"no dimension {dim!r} to reduce; dims are {tuple(da.dims)}")
+        _require_numbers(da)
         window = da if baseline is None else da.isel({dim: time_window(da, baseline, dim)})
         window = _chunked(window, dim)
         m = _stats.moments(window.data, axis=window.get_axis_num(dim), progress=progress)
@@ -405,6 +406,7 @@ class EphysAccessor:
         array([-1.2247,  0.    ,  1.2247])
         """
         da = self._series()
+        _require_numbers(da)
         computed = stats is None
         if stats is None:
             stats = self.stats(dim, baseline=baseline, progress=progress)
@@ -762,6 +764,14 @@ def _labels(ref: xr.DataArray, mask: np.ndarray, limit: int = 10) -> str:
         names = ["all"]
     more = int(mask.sum()) - len(names)
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _require_numbers(da: xr.DataArray) -> None:
+    if da.dtype.kind not in "biufc":
+        raise TypeError(
+            f"statistics and z-scores need numbers; {da.name or 'the data'!r} holds "
+            f"{da.dtype} values"
+        )
 
 
 def values_unit(da: xr.DataArray) -> str | None:
