@@ -77,12 +77,14 @@ def test_constant_int16_channel_of_a_real_file(nwb_writer):
 def test_nan_samples_make_their_channel_nan_and_are_counted():
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal(5000), rng.standard_normal(5000)
-    a[[10, 2000, 4999]] = np.nan
+    a[[10, 2000]] = np.nan
+    a[4999] = np.inf  # an infinite sample makes the moments NaN too, and is counted
     da = _da([a, b]).chunk({"time": 1000})
-    with pytest.warns(DegenerateStatisticsWarning, match=r"channel 10 .*|3 NaN sample") as rec:
+    with pytest.warns(DegenerateStatisticsWarning, match=r"channel 10 .*|3 NaN or inf") as rec:
         z = da.zscore(progress=False).values
     message = " ".join(str(r.message) for r in rec)
-    assert "3 NaN sample(s)" in message and "channel 10" in message and "channel 11" not in message
+    assert "3 NaN or infinite sample(s)" in message
+    assert "channel 10" in message and "channel 11" not in message
     assert np.isnan(z[:, 0]).all()
     np.testing.assert_allclose(z[:, 1], (b - b.mean()) / b.std(), atol=1e-12)
 

@@ -738,10 +738,11 @@ def _warn_degenerate(stats: xr.Dataset, window: xr.DataArray | None, dim: Hashab
                 d: np.flatnonzero(missing.any(axis=tuple(j for j in range(std.ndim) if j != i)))
                 for i, d in enumerate(std.dims)
             }
-            nans = int(window.isel(rows).isnull().sum().compute())
-            counted = f" ({nans} NaN sample(s) in them)"
+            # an infinite sample makes the moments NaN too (inf - inf): count both
+            bad = int((~np.isfinite(window.isel(rows))).sum().compute())
+            counted = f" ({bad} NaN or infinite sample(s) in them)"
         warnings.warn(
-            f"NaN samples make the statistics of {int(missing.sum())} channel(s) NaN"
+            f"NaN or infinite samples make the statistics of {int(missing.sum())} channel(s) NaN"
             f"{counted}: {_labels(std, missing)}; all their z-scores are NaN (fill or drop "
             "the gaps first, e.g. obj.fillna(...), or pass stats= from clean data)",
             DegenerateStatisticsWarning,
