@@ -444,3 +444,12 @@ def test_statistics_of_values_that_are_not_numbers_are_refused_at_once(dtype):
         ):
             with pytest.raises(TypeError, match="need numbers"):
                 call()
+
+
+@pytest.mark.parametrize("back", [0.0005, 0.0])  # backwards, and a repeated stamp
+def test_a_transform_over_time_that_does_not_increase_names_the_sample(back):
+    times = TIMES.copy()
+    times[700] = times[699] - back
+    ds = recording(time="values").assign_coords(time=times)
+    with pytest.raises(TimeAxisError, match="does not increase: sample 700"):
+        ds.ephys.morlet(FREQS, n_cycles=5.0)

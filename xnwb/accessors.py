@@ -699,6 +699,14 @@ def _regular_step(times: np.ndarray, dim: Hashable) -> float:
                 "wavelet transforms need a regular time axis — drop or fill them first"
             )
         gaps = np.diff(piece)
+        back = np.flatnonzero(gaps * np.sign(step) <= 0) if step else np.empty(0, int)
+        if back.size:  # name the defect: time standing still or going backwards
+            at = lo + int(back[0])
+            raise TimeAxisError(
+                f"{dim!r} does not increase: sample {at + 1} is at {float(times[at + 1])} s, "
+                f"after {float(times[at])} s at sample {at}; wavelet transforms need a "
+                "regular time axis — sort, drop the repeated stamps or resample first"
+            )
         worst = float(np.max(np.abs(gaps - step)))
         if worst > tol:
             raise TimeAxisError(
