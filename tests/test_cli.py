@@ -527,3 +527,45 @@ def test_a_saved_complex_transform_keeps_its_coefficients_and_lossy_types_are_re
     power = da.chunk({"time": 1000}).ephys.morlet([10.0], n_cycles=5.0, output="power")
     save_transform(power, tmp_path / "power.zarr", progress=False)
     assert open_result(tmp_path / "power.zarr").data.dtype == np.float32  # as before
+
+
+def test_tfr_does_not_resume_or_reuse_a_store_made_from_another_version_of_the_file(
+    tmp_path, capsys
+):
+    # Same path, same shape, other samples: resuming would mix two recordings in one store
+    # and call it complete.
+    source = tmp_path / "rec.nwb"
+    write_demo_recording(source, duration=4.0, n_channels=4, seed=1)
+    out = tmp_path / "out.zarr"
+    assert run(capsys, "tfr", source, "--freqs", FREQS, "-o", out, "--quiet")[0] == 0
+    os.remove(source)
+    write_demo_recording(source, duration=4.0, n_channels=4, seed=2)
+    code, _, err = run(capsys, "tfr", source, "--freqs", FREQS, "-o", out, "--quiet")
+    assert_one_line_error(code, err, "other parameters", "source_version", "--force")
+
+
+def test_tfr_refuses_decim_zero_and_a_baseline_outside_the_record_before_writing(
+    rec, tmp_path, capsys
+):
+    out = tmp_path / "out.zarr"
+    code, _, err = run(capsys, "tfr", rec, "--freqs", FREQS, "--decim", "0", "-o", out)
+    assert_one_line_error(code, err, "decim must be a positive integer")
+    for baseline, words in (("100,200", "no sample"), ("nan,2", "NaN")):
+        code, _, err = run(
+            capsys, "tfr", rec, "--freqs", FREQS, "--zscore", "--baseline", baseline, "-o", out
+        )
+        assert_one_line_error(code, err, words)
+    assert not out.exists()  # so the corrected command is not refused as "other parameters"
+    code, _, err = run(
+        capsys, "tfr", rec, "--freqs", FREQS, "--zscore", "--baseline", "1,2", "-o", out, "--quiet"
+    )
+    assert code == 0, err
+
+
+def test_a_half_precision_store_is_refused():
+    from xnwb.exceptions import ResultError
+    from xnwb.results import _stored_dtype
+
+    with pytest.raises(ResultError, match="float32 or float64"):
+        _stored_dtype(np.dtype("float64"), np.float16)
+    assert _stored_dtype(np.dtype("float64"), np.float32) == np.float32

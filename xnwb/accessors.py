@@ -115,10 +115,10 @@ def time_window(
     try:
         t0, t1 = window
     except (TypeError, ValueError):
-        raise ValueError(f"a time window is (start, stop) in seconds, got {window!r}") from None
+        raise TimeAxisError(f"a time window is (start, stop) in seconds, got {window!r}") from None
     t0, t1 = _window_end(t0, window, open_at=-np.inf), _window_end(t1, window, open_at=np.inf)
     if (t0 is not None and np.isinf(t0)) or (t1 is not None and np.isinf(t1)):
-        raise ValueError(f"no sample of {dim!r} lies in the window {window!r}")
+        raise TimeAxisError(f"no sample of {dim!r} lies in the window {window!r}")
     if dim not in obj.coords:
         raise TimeAxisError(f"a time window needs a {dim!r} coordinate; found {list(obj.coords)}")
     n = obj.sizes[dim]
@@ -148,7 +148,7 @@ def time_window(
         i0 = 0 if t0 is None else int(np.searchsorted(times, t0, side="left"))
         i1 = n if t1 is None else int(np.searchsorted(times, t1, side="right"))
     if i0 >= i1:
-        raise ValueError(f"no sample of {dim!r} lies in the window {window!r}")
+        raise TimeAxisError(f"no sample of {dim!r} lies in the window {window!r}")
     return slice(i0, i1)
 
 
@@ -159,11 +159,11 @@ def _window_end(end: Any, window: Any, open_at: float) -> float | None:
     try:
         value = float(end)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise TimeAxisError(
             f"a time window's ends are seconds or None, got {end!r} in {window!r}"
         ) from None
     if np.isnan(value):
-        raise ValueError(f"a time window's ends are seconds or None, got NaN in {window!r}")
+        raise TimeAxisError(f"a time window's ends are seconds or None, got NaN in {window!r}")
     return None if value == open_at else value
 
 

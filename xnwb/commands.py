@@ -144,11 +144,18 @@ def tfr(args: argparse.Namespace) -> int:
     with scheduler(args.scheduler):
         ds = _open(args)
         series = ds["data"]
-        decim = args.decim or _default_decim(series)
+        decim = _default_decim(series) if args.decim is None else args.decim
         power = series.ephys.morlet(args.freqs, n_cycles=args.n_cycles, decim=decim,
                                     output="power")
+        if args.baseline is not None:  # refused before any store is made, not after
+            from xnwb.accessors import time_window
+
+            time_window(power, args.baseline)
         params = {
             "source": _identity(args.source),
+            # the version too: a store half written from another file of the same path and
+            # shape would otherwise resume and mix the two recordings
+            "source_version": _version(args.source),
             "series": ds.attrs.get("series", args.group),
             "shape": list(series.shape),
             "freqs": [float(f) for f in args.freqs],
@@ -265,7 +272,7 @@ def plot(args: argparse.Namespace) -> int:
         shown = ds["data"]
         what = "raw traces"
         if args.freqs:
-            decim = args.decim or _default_decim(shown)
+            decim = _default_decim(shown) if args.decim is None else args.decim
             shown = shown.ephys.morlet(args.freqs, n_cycles=args.n_cycles, decim=decim,
                                        output="power")
             what = "power"
@@ -428,6 +435,16 @@ def _identity(source: str) -> str:
     from xnwb.source import is_local, local_path
 
     return os.path.abspath(local_path(source)) if is_local(source) else source
+
+
+def _version(source: str) -> dict[str, int] | None:
+    """Size and modification time of a local source (``None`` for a URL)."""
+    from xnwb.source import is_local, local_path
+
+    if not is_local(source):
+        return None
+    stat = os.stat(local_path(source))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _check_source(source: str) -> None:

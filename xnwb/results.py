@@ -254,6 +254,11 @@ def _stored_dtype(values: np.dtype, wanted: Any) -> np.dtype:
     if wanted is None:
         return np.dtype(np.complex64 if values.kind == "c" else np.float32)
     wanted = np.dtype(wanted)
+    if wanted.kind in "fc" and wanted.itemsize < (4 if wanted.kind == "f" else 8):
+        raise ResultError(
+            f"cannot store results as {wanted}: its range (down to ~6e-5, up to 65504) "
+            "would turn most values of a transform in volts to zeros; use float32 or float64"
+        )
     if not np.can_cast(values, wanted, casting="same_kind"):
         hint = (
             "complex64 or complex128, or save output='power'"
