@@ -554,3 +554,34 @@ def test_outer_traces_are_not_cut_off_by_the_axes():
         if y.size:
             assert low <= y.min() and y.max() <= high
     plt.close(fig)
+
+
+def test_stored_values_are_never_labelled_in_the_series_unit(nwb_writer):
+    # Opened with mask_and_scale=False, values stored as floats with a conversion, or as
+    # integers with only a channel_conversion, are not in volts: a scale bar in kV was
+    # shown for 200 µV.
+    rng = np.random.default_rng(4)
+    floats = (rng.normal(0, 500, size=(4000, 2))).astype(np.float32)  # x 2e-7 -> volts
+    ints = rng.normal(0, 1000, size=(4000, 2)).astype(np.int16)
+    path = nwb_writer(
+        [
+            dict(name="ElectricalSeries", data=floats, rate=1000.0, region=range(2),
+                 conversion=2e-7, chunks=(1000, 2)),
+            dict(name="Gained", data=ints, rate=1000.0, region=range(2), chunks=(1000, 2),
+                 channel_conversion=np.array([5e-8, 5e-8])),
+        ]
+    )  # fmt: skip
+    for group, unit in (("acquisition/ElectricalSeries", "stored units"),
+                        ("acquisition/Gained", "counts")):  # fmt: skip
+        raw = xr.open_dataset(path, engine="nwbzarr", group=group, mask_and_scale=False)
+        assert raw.data.attrs["scaling"] == "not applied"
+        ax = plot_window(raw, 1.0, 1.0).axes[0]
+        (text,) = [t.get_text() for t in ax.texts if t.get_gid() == "scale bar"]
+        assert text.endswith(f" {unit}"), text
+        power = raw.ephys.morlet([40.0], n_cycles=5.0, output="power")
+        assert power.data.attrs["unit"] == f"{unit}**2"
+        scaled = xr.open_dataset(path, engine="nwbzarr", group=group)
+        assert "scaling" not in scaled.data.attrs
+        ax = plot_window(scaled, 1.0, 1.0).axes[0]
+        (text,) = [t.get_text() for t in ax.texts if t.get_gid() == "scale bar"]
+        assert text.endswith("V"), text

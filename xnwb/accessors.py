@@ -784,9 +784,10 @@ def _require_numbers(da: xr.DataArray) -> None:
 
 
 def values_unit(da: xr.DataArray) -> str | None:
-    """The unit of ``da``'s values: its ``unit``/``units`` attr, or ``"counts"`` for integers
-    stored with a ``conversion`` or ``offset`` (opened with ``mask_and_scale=False``, whose
-    NWB ``unit`` applies only once they are converted); ``None`` when unknown.
+    """The unit of ``da``'s values: its ``unit``/``units`` attr, or ``"counts"`` for stored
+    values not yet converted (opened with ``mask_and_scale=False``: ``"stored units"`` when
+    they are floats; also integers with a ``conversion`` or ``offset``), whose NWB ``unit``
+    applies only once they are converted; ``None`` when unknown.
 
     Examples
     --------
@@ -799,6 +800,8 @@ def values_unit(da: xr.DataArray) -> str | None:
     scaled = float(np.asarray(attrs.get("conversion", 1.0), float).reshape(-1)[0]) != 1.0 or (
         float(np.asarray(attrs.get("offset", 0.0), float).reshape(-1)[0]) != 0.0
     )
+    if attrs.get("scaling") == "not applied":  # opened with mask_and_scale=False
+        return "counts" if da.dtype.kind in "iu" else "stored units"
     if da.dtype.kind in "iu" and scaled:
         return "counts"
     unit = attrs.get("unit", attrs.get("units"))

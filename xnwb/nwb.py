@@ -574,6 +574,11 @@ def series_dataset(
         for k, v in attrs.items()
         if k in ("unit", "conversion", "offset", "resolution", "rate", "series")
     }
+    if not mask_and_scale and (
+        conversion != 1.0 or offset != 0.0 or channel_conversion is not None
+    ):
+        # the NWB unit applies once the values are converted: say that they are not
+        var_attrs["scaling"] = "not applied"
     backend = ReferenceBackendArray(
         data_ref,
         source,

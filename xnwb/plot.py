@@ -438,6 +438,10 @@ def _unit(window: xr.DataArray) -> str:
     attrs = window.attrs
     unit = str(attrs.get("unit", attrs.get("units", "")) or "")
     conversion = attrs.get("conversion", 1.0)
+    if attrs.get("scaling") == "not applied":  # opened with mask_and_scale=False
+        if unit.startswith("counts") or unit.startswith("stored units"):
+            return unit[:-3] if unit.endswith("**2") and attrs.get("output") == "power" else unit
+        return "counts" if window.dtype.kind in "iu" else "stored units"
     if window.dtype.kind in "iu" and np.any(np.asarray(conversion, float) != 1.0):
         return "counts"  # opened with mask_and_scale=False: stored integers, not the unit
     if unit.endswith("**2") and attrs.get("output") == "power":
