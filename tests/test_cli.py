@@ -569,3 +569,30 @@ def test_a_half_precision_store_is_refused():
     with pytest.raises(ResultError, match="float32 or float64"):
         _stored_dtype(np.dtype("float64"), np.float16)
     assert _stored_dtype(np.dtype("float64"), np.float32) == np.float32
+
+
+def test_an_index_of_a_relative_source_names_it_from_the_index_s_own_folder(
+    rec, tmp_path, capsys, monkeypatch
+):
+    # Readers look for a relative source beside the JSON; it used to be written as given,
+    # relative to the working folder (sub/rec.nwb indexed into sub/rec.json -> sub/sub/...).
+    import shutil
+
+    (tmp_path / "sub").mkdir()
+    shutil.copy(rec, tmp_path / "sub" / "rec.nwb")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "index", "sub/rec.nwb", "-o", "sub/rec.json", "--quiet")
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path / "sub")
+    code, _, err = run(capsys, "index", "rec.nwb", "-o", "../up.json", "--quiet")
+    assert code == 0, err
+    expected = xr.open_dataset(rec, engine="nwbzarr").data[:500].values
+    monkeypatch.chdir("/")  # anywhere else
+    got = xr.open_dataset(tmp_path / "sub" / "rec.json", engine="nwbzarr").data[:500].values
+    np.testing.assert_array_equal(got, expected)
+    # an index outside the file's folder is used as index= (opened as the source, it may
+    # name files in its own folder only); it names the right file
+    up = xr.open_dataset(tmp_path / "sub" / "rec.nwb", engine="nwbzarr", index=tmp_path / "up.json")
+    np.testing.assert_array_equal(up.data[:500].values, expected)
+    assert json.loads((tmp_path / "up.json").read_text())["refs"]  # written
+    assert '"sub/rec.nwb"' in (tmp_path / "up.json").read_text()

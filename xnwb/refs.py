@@ -259,10 +259,12 @@ class ReferenceIndex:
         return sorted(names)
 
     # -- kerchunk JSON ----------------------------------------------------
-    def to_refs(self, *, chunks: bool = True) -> dict[str, Any]:
+    def to_refs(self, *, chunks: bool = True, source: str | None = None) -> dict[str, Any]:
         """The index as a kerchunk version-1 reference dict.
 
-        ``chunks=False`` leaves out the chunk entries (metadata only).
+        ``chunks=False`` leaves out the chunk entries (metadata only); ``source`` names the
+        file in the chunk references instead of :attr:`source` (the same file, seen from
+        elsewhere).
 
         Examples
         --------
@@ -286,7 +288,7 @@ class ReferenceIndex:
                 continue
             for index in arr.stored_indices():
                 refs[_chunk_key(path, index)] = [
-                    self.source,
+                    self.source if source is None else source,
                     int(arr.offsets[index]),
                     int(arr.lengths[index]),
                 ]
@@ -318,8 +320,12 @@ class ReferenceIndex:
         return extra
 
     def to_json(self, path: str | None = None, **storage_options: Any) -> str:
-        """Serialise to kerchunk JSON; write it to ``path`` (local or fsspec URL) if given."""
-        text = json.dumps(self.to_refs(), allow_nan=True)
+        """Serialise to kerchunk JSON; write it to ``path`` (local or fsspec URL) if given.
+
+        A relative local source is written relative to ``path``'s folder, where readers
+        look for it (``sub/rec.nwb`` indexed into ``sub/rec.json`` is named ``rec.nwb``).
+        """
+        text = json.dumps(self.to_refs(source=_seen_from(self.source, path)), allow_nan=True)
         if path is not None:
             import fsspec
 
@@ -807,3 +813,22 @@ def _check_chunk_keys(
             ReferenceWarning,
             stacklevel=4,
         )
+
+
+def _seen_from(source: str, json_path: str | None) -> str | None:
+    """``source`` relative to the folder of a local ``json_path``; ``None``: as it is.
+
+    Examples
+    --------
+    >>> import os
+    >>> _seen_from("sub/rec.nwb", os.path.join("sub", "rec.json"))
+    'rec.nwb'
+    >>> _seen_from("/data/rec.nwb", "out.json"), _seen_from("rec.nwb", "s3://b/rec.json")
+    (None, None)
+    """
+    if json_path is None or "://" in str(json_path) or "://" in source:
+        return None
+    if os.path.isabs(source):
+        return None
+    folder = os.path.dirname(os.path.abspath(json_path))
+    return os.path.relpath(os.path.abspath(source), folder)
