@@ -596,3 +596,33 @@ def test_an_index_of_a_relative_source_names_it_from_the_index_s_own_folder(
     np.testing.assert_array_equal(up.data[:500].values, expected)
     assert json.loads((tmp_path / "up.json").read_text())["refs"]  # written
     assert '"sub/rec.nwb"' in (tmp_path / "up.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--start", "100"], ["outside the recording"]),
+        (["--start", "nan"], ["start must be a time"]),
+        (["--duration", "inf"], ["duration must be a positive"]),
+        (["--start", "1", "-o", "fig.xyz"], ["'xyz'", ".png"]),
+    ],
+)
+def test_plot_tells_ordinary_mistakes_in_one_line_not_as_crashes(
+    rec, tmp_path, capsys, argv, words
+):
+    # These used to print "unexpected ValueError/OverflowError ... report it".
+    output = [] if "-o" in argv else ["-o", tmp_path / "fig.png"]
+    code, _, err = run(capsys, "plot", rec, *argv, *output)
+    assert_one_line_error(code, err, *words)
+    assert "unexpected" not in err
+
+
+def test_a_window_on_a_time_axis_that_steps_back_is_refused_by_name():
+    from xnwb.exceptions import TimeAxisError
+    from xnwb.plot import select_window
+
+    times = np.arange(100) / 10.0
+    times[50] = times[40]
+    da = xr.DataArray(np.zeros((100, 1)), dims=("time", "channel"), coords={"time": times})
+    with pytest.raises(TimeAxisError, match="does not increase"):
+        select_window(da, 4.2, 1.0)

@@ -251,6 +251,15 @@ def plot(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     _check_output_folder(args.output)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    extension = os.path.splitext(str(args.output))[1].lstrip(".").lower()
+    if extension not in kinds:
+        raise UsageError(
+            f"cannot save a figure as {extension or 'a file without an extension'!r}: "
+            f"name the output with one of .{', .'.join(sorted(kinds))}"
+        )
     if args.tfr and args.freqs:
         raise UsageError("give either --tfr (a saved result) or --freqs (computed), not both")
     if args.duration <= 0:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from xnwb.exceptions import ChannelNotFoundError
+from xnwb.exceptions import ChannelNotFoundError, TimeAxisError
 from xnwb.units import label_and_factor, quantity_text
 
 if TYPE_CHECKING:
@@ -113,8 +113,10 @@ def select_window(
 
     Raises
     ------
-    ValueError
-        For a non-positive ``duration`` or a window outside the recording.
+    xnwb.exceptions.TimeAxisError
+        (a ``ValueError``) for a start or duration that is not a finite number of seconds
+        (a non-positive duration), a window outside the recording, or a time coordinate
+        that does not increase.
     xnwb.exceptions.ChannelNotFoundError
         (a ``KeyError``) for channel labels that do not exist; the message names them.
 
@@ -128,10 +130,12 @@ def select_window(
     ('time', 'channel')
     """
     da = _as_dataarray(obj)
-    if not duration > 0:
-        raise ValueError(f"duration must be positive, got {duration!r}")
+    if not np.isfinite(start):
+        raise TimeAxisError(f"start must be a time in seconds, got {start!r}")
+    if not (np.isfinite(duration) and duration > 0):
+        raise TimeAxisError(f"duration must be a positive number of seconds, got {duration!r}")
     if "time" not in da.dims:
-        raise ValueError(f"no 'time' dimension to window (dims: {da.dims})")
+        raise TimeAxisError(f"no 'time' dimension to window (dims: {da.dims})")
     n = da.sizes["time"]
     step = 0.0
     if "time" in da.xindexes and n:
@@ -140,7 +144,7 @@ def select_window(
             float(t) for t in da["time"].isel(time=[0, min(1, n - 1), n - 1]).values
         )
         if start > last or start + duration < first:
-            raise ValueError(
+            raise TimeAxisError(
                 f"window {start}–{start + duration} s lies outside the recording "
                 f"({first:g}–{last:g} s)"
             )
@@ -149,7 +153,13 @@ def select_window(
     chosen = _channel_list(channels)
     if chosen is not None:
         _check_channels(da, chosen)
-    window = da.sel(time=slice(start, stop))
+    try:
+        window = da.sel(time=slice(start, stop))
+    except KeyError:  # pandas refuses a slice of times that do not increase
+        raise TimeAxisError(
+            "the time coordinate does not increase (it steps back somewhere), so a window "
+            "in seconds is ambiguous; select the samples by position (.isel) instead"
+        ) from None
     if chosen is not None and "channel" in window.dims:
         if "channel" in window.xindexes:
             window = window.sel(channel=chosen)
