@@ -626,3 +626,19 @@ def test_a_window_on_a_time_axis_that_steps_back_is_refused_by_name():
     da = xr.DataArray(np.zeros((100, 1)), dims=("time", "channel"), coords={"time": times})
     with pytest.raises(TimeAxisError, match="does not increase"):
         select_window(da, 4.2, 1.0)
+
+
+def test_tfr_of_a_url_does_not_resume_a_store_made_from_another_version_of_it(
+    http_remote, tmp_path, capsys
+):
+    first, second = tmp_path / "a.nwb", tmp_path / "b.nwb"
+    write_demo_recording(first, duration=4.0, n_channels=4, seed=1)
+    write_demo_recording(second, duration=4.0, n_channels=4, seed=2)
+    url = http_remote.upload("rec.nwb", first)
+    out = tmp_path / "out.zarr"
+    assert run(capsys, "tfr", url, "--freqs", FREQS, "-o", out, "--quiet")[0] == 0
+    code, out_text, _ = run(capsys, "tfr", url, "--freqs", FREQS, "-o", out, "--quiet")
+    assert code == 0 and "already complete" in out_text  # the same object: reused
+    http_remote.upload("rec.nwb", second)  # replaced in place, same name and shape
+    code, _, err = run(capsys, "tfr", url, "--freqs", FREQS, "-o", out, "--quiet")
+    assert_one_line_error(code, err, "other parameters", "source_version")

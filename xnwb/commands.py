@@ -155,7 +155,7 @@ def tfr(args: argparse.Namespace) -> int:
             "source": _identity(args.source),
             # the version too: a store half written from another file of the same path and
             # shape would otherwise resume and mix the two recordings
-            "source_version": _version(args.source),
+            "source_version": _version(args.source, storage_options(args.storage_options)),
             "series": ds.attrs.get("series", args.group),
             "shape": list(series.shape),
             "freqs": [float(f) for f in args.freqs],
@@ -446,14 +446,18 @@ def _identity(source: str) -> str:
     return os.path.abspath(local_path(source)) if is_local(source) else source
 
 
-def _version(source: str) -> dict[str, int] | None:
-    """Size and modification time of a local source (``None`` for a URL)."""
-    from xnwb.source import is_local, local_path
+def _version(source: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What tells this version of the source from another: size and modification time of
+    a local file; size, version tag and (where the tag is not trusted) a fingerprint of the
+    content of a remote object (:func:`xnwb.cache.source_identity`)."""
+    from xnwb.cache import source_identity
+    from xnwb.source import ByteSource, is_local, local_path
 
-    if not is_local(source):
-        return None
-    stat = os.stat(local_path(source))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if is_local(source):
+        stat = os.stat(local_path(source))
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    identity = source_identity(ByteSource(source, options))
+    return {k: v for k, v in identity.items() if k in ("size", "tag", "content")}
 
 
 def _check_source(source: str) -> None:
