@@ -797,15 +797,18 @@ def values_unit(da: xr.DataArray) -> str | None:
     ('counts', 'volts')
     """
     attrs = da.attrs
+    unit = attrs.get("unit", attrs.get("units"))
+    unit = None if unit is None else str(unit)
+    if attrs.get("scaling") == "not applied":  # opened with mask_and_scale=False
+        if unit is not None and unit.startswith(("counts", "stored units")):
+            return unit  # a transform of such values says so already ("counts**2")
+        return "counts" if da.dtype.kind in "iu" else "stored units"
     scaled = float(np.asarray(attrs.get("conversion", 1.0), float).reshape(-1)[0]) != 1.0 or (
         float(np.asarray(attrs.get("offset", 0.0), float).reshape(-1)[0]) != 0.0
     )
-    if attrs.get("scaling") == "not applied":  # opened with mask_and_scale=False
-        return "counts" if da.dtype.kind in "iu" else "stored units"
     if da.dtype.kind in "iu" and scaled:
         return "counts"
-    unit = attrs.get("unit", attrs.get("units"))
-    return None if unit is None else str(unit)
+    return unit
 
 
 def _described(da: xr.DataArray) -> dict[str, str]:

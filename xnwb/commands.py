@@ -451,13 +451,10 @@ def _version(source: str, options: dict[str, Any] | None = None) -> dict[str, An
     a local file; size, version tag and (where the tag is not trusted) a fingerprint of the
     content of a remote object (:func:`xnwb.cache.source_identity`)."""
     from xnwb.cache import source_identity
-    from xnwb.source import ByteSource, is_local, local_path
+    from xnwb.source import ByteSource
 
-    if is_local(source):
-        stat = os.stat(local_path(source))
-        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     identity = source_identity(ByteSource(source, options))
-    return {k: v for k, v in identity.items() if k in ("size", "tag", "content")}
+    return {k: v for k, v in identity.items() if k in ("size", "mtime_ns", "tag", "content")}
 
 
 def _check_source(source: str) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from xnwb.accessors import values_unit
 from xnwb.exceptions import ChannelNotFoundError, TimeAxisError
 from xnwb.units import label_and_factor, quantity_text
 
@@ -444,17 +445,10 @@ def _round_down(x: float) -> float:
 
 
 def _unit(window: xr.DataArray) -> str:
-    """The unit of the values: ``unit``/``units`` attrs; "counts" for undecoded integers."""
-    attrs = window.attrs
-    unit = str(attrs.get("unit", attrs.get("units", "")) or "")
-    conversion = attrs.get("conversion", 1.0)
-    if attrs.get("scaling") == "not applied":  # opened with mask_and_scale=False
-        if unit.startswith("counts") or unit.startswith("stored units"):
-            return unit[:-3] if unit.endswith("**2") and attrs.get("output") == "power" else unit
-        return "counts" if window.dtype.kind in "iu" else "stored units"
-    if window.dtype.kind in "iu" and np.any(np.asarray(conversion, float) != 1.0):
-        return "counts"  # opened with mask_and_scale=False: stored integers, not the unit
-    if unit.endswith("**2") and attrs.get("output") == "power":
+    """The unit of the values (:func:`xnwb.accessors.values_unit`: "counts" for stored values
+    not converted), that of their amplitude for a power transform (the plot squares it)."""
+    unit = values_unit(window) or ""
+    if unit.endswith("**2") and window.attrs.get("output") == "power":
         return unit[:-3]  # a power transform records "volts**2"; the power is applied here
     return unit
 
