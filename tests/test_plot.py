@@ -580,6 +580,10 @@ def test_stored_values_are_never_labelled_in_the_series_unit(nwb_writer):
         assert text.endswith(f" {unit}"), text
         power = raw.ephys.morlet([40.0], n_cycles=5.0, output="power")
         assert power.data.attrs["unit"] == f"{unit}**2"
+        (bar,) = _colorbar_axes(plot_window(power.isel(channel=[0]), 1.0, 1.0))
+        # "counts²", "(stored units)²": never "power ((counts)²)"
+        squared = "counts²" if unit == "counts" else f"({unit})²"
+        assert squared in bar.get_ylabel() and "((" not in bar.get_ylabel()
         scaled = xr.open_dataset(path, engine="nwbzarr", group=group)
         assert "scaling" not in scaled.data.attrs
         ax = plot_window(scaled, 1.0, 1.0).axes[0]

@@ -53,10 +53,15 @@ def prefixed(value: float, unit: str, power: int = 1) -> tuple[float, str]:
 
 
 def unit_text(unit: str, power: int = 1) -> str:
-    """ "V", 2 -> "V²"; "degC", 2 -> "(degC)²"."""
+    """A unit raised to ``power`` (1 or 2): one word takes the square, a phrase its brackets.
+
+    >>> unit_text("V", 2), unit_text("counts", 2), unit_text("stored units", 2)
+    ('V²', 'counts²', '(stored units)²')
+    """
     if power == 1 or not unit:
         return unit
-    return f"{unit}²" if si(unit) else f"({unit})²"
+    one_word = all(c.isalnum() or c in "µμ°Ω" for c in unit)
+    return f"{unit}²" if si(unit) or one_word else f"({unit})²"
 
 
 def quantity_text(value: float, unit: str, power: int = 1) -> str:
@@ -74,8 +79,16 @@ def label_and_factor(name: str, unit: str, power: int, largest: float) -> tuple[
 
     >>> label_and_factor("power", "volts", 2, 3e-5)
     ('power (mV²)', 1000000.0)
+    >>> label_and_factor("power", "stored units", 2, 3.0)[0]  # no "((...)²)"
+    'power, (stored units)²'
     """
     number, shown = prefixed(largest, unit, power)
     text = unit_text(shown, power)
     factor = number / largest if largest and math.isfinite(largest) else 1.0
-    return (f"{name} ({text})" if text else name), float(f"{factor:.12g}")
+    if not text:
+        label = name
+    elif text.startswith("("):
+        label = f"{name}, {text}"
+    else:
+        label = f"{name} ({text})"
+    return label, float(f"{factor:.12g}")
