@@ -16,6 +16,7 @@ import warnings
 
 import matplotlib
 import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
@@ -25,6 +26,7 @@ import xnwb
 from xnwb.cli import main
 from xnwb.demo import demo_bursts, write_demo_recording
 from xnwb.exceptions import IncompleteResultError
+from xnwb.plot import plot_window
 from xnwb.results import open_result, result_state
 
 matplotlib.use("Agg")
@@ -71,16 +73,31 @@ def test_version_and_help(capsys):
 
 def test_console_entry_point_and_debug_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    ok = subprocess.run([sys.executable, "-m", "xnwb.cli", "--version"],
-                        capture_output=True, text=True, env=env, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "xnwb.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert ok.returncode == 0 and ok.stdout.startswith("xnwb ")
     missing = str(tmp_path / "missing.nwb")
-    plain = subprocess.run([sys.executable, "-m", "xnwb.cli", "info", missing],
-                           capture_output=True, text=True, env=env, check=False)
+    plain = subprocess.run(
+        [sys.executable, "-m", "xnwb.cli", "info", missing],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
     assert plain.stderr.strip() == f"xnwb: error: no such file: {missing!r}"
-    debug = subprocess.run([sys.executable, "-m", "xnwb.cli", "info", missing, "--debug"],
-                           capture_output=True, text=True, env=env, check=False)
+    debug = subprocess.run(
+        [sys.executable, "-m", "xnwb.cli", "info", missing, "--debug"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
     assert "FileNotFoundError" in debug.stderr
 
@@ -129,9 +146,18 @@ def test_bad_sources_are_one_line_errors(kind, tmp_path, capsys):
 def test_storage_options_reach_fsspec(rec, s3_remote, capsys):
     url = s3_remote.upload("rec.nwb", rec)
     options = s3_remote.storage_options
-    argv = ["info", url, "--storage-option", f"endpoint_url={options['endpoint_url']}",
-            "--storage-option", "key=testing", "--storage-option", "secret=testing",
-            "--storage-option", "client_kwargs.region_name=us-east-1"]
+    argv = [
+        "info",
+        url,
+        "--storage-option",
+        f"endpoint_url={options['endpoint_url']}",
+        "--storage-option",
+        "key=testing",
+        "--storage-option",
+        "secret=testing",
+        "--storage-option",
+        "client_kwargs.region_name=us-east-1",
+    ]
     code, out, err = run(capsys, *argv)
     assert code == 0, err
     assert "xnwb-demo" in out and "acquisition/ElectricalSeries" in out
@@ -171,9 +197,11 @@ def test_index_refuses_missing_folder_and_overwrite(rec, tmp_path, capsys):
 def test_unwritable_output_is_one_line(rec, tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    for argv in (["index", rec, "-o", a_file / "refs.json"],
-                 ["tfr", rec, "--freqs", FREQS, "-o", a_file / "out.zarr"],
-                 ["plot", rec, "-o", a_file / "fig.png"]):
+    for argv in (
+        ["index", rec, "-o", a_file / "refs.json"],
+        ["tfr", rec, "--freqs", FREQS, "-o", a_file / "out.zarr"],
+        ["plot", rec, "-o", a_file / "fig.png"],
+    ):
         code, _, err = run(capsys, *argv)
         assert_one_line_error(code, err, "does not exist")
     if os.geteuid() == 0:
@@ -189,8 +217,20 @@ def test_unwritable_output_is_one_line(rec, tmp_path, capsys):
 
 def test_tfr_power_equals_the_library(rec, tmp_path, capsys):
     out = tmp_path / "power.zarr"
-    code, stdout, err = run(capsys, "tfr", rec, "--freqs", FREQS, "--decim", "5", "-o", out,
-                            "--dtype", "float64", "--quiet")
+    code, stdout, err = run(
+        capsys,
+        "tfr",
+        rec,
+        "--freqs",
+        FREQS,
+        "--decim",
+        "5",
+        "-o",
+        out,
+        "--dtype",
+        "float64",
+        "--quiet",
+    )
     assert code == 0, err
     assert "is complete" in stdout
     saved = open_result(out)
@@ -199,15 +239,29 @@ def test_tfr_power_equals_the_library(rec, tmp_path, capsys):
     np.testing.assert_allclose(saved.data.values, expected.data.values, rtol=1e-12)
     np.testing.assert_allclose(saved.time.values, expected.time.values)
     assert saved.attrs["xnwb_complete"] is True
-    code, stdout, _ = run(capsys, "tfr", rec, "--freqs", FREQS, "--decim", "5", "-o", out,
-                          "--dtype", "float64")
+    code, stdout, _ = run(
+        capsys, "tfr", rec, "--freqs", FREQS, "--decim", "5", "-o", out, "--dtype", "float64"
+    )
     assert code == 0 and "already complete" in stdout
 
 
 def test_tfr_zscore_saves_statistics_beside_it(rec, tmp_path, capsys):
     out = tmp_path / "z.zarr"
-    code, stdout, err = run(capsys, "tfr", rec, "--freqs", FREQS, "--decim", "5", "--zscore",
-                            "--baseline", "1,9", "-o", out, "--quiet")
+    code, stdout, err = run(
+        capsys,
+        "tfr",
+        rec,
+        "--freqs",
+        FREQS,
+        "--decim",
+        "5",
+        "--zscore",
+        "--baseline",
+        "1,9",
+        "-o",
+        out,
+        "--quiet",
+    )
     assert code == 0, err
     assert 'group="statistics"' in stdout
     ds = xr.open_dataset(rec, engine="nwbzarr")
@@ -305,6 +359,17 @@ def test_interrupted_tfr_resumes_to_the_uninterrupted_result(rec, tmp_path, caps
     code, _, err = run(capsys, "plot", rec, "--tfr", cut, "-o", tmp_path / "f.png")
     assert_one_line_error(code, err, "incomplete", "again")
     assert not (tmp_path / "f.png").exists()
+    # Opened with xarray itself (as `xnwb tfr` suggests for finished stores), the parts not
+    # written yet would draw as blank panels: the plot says why.
+    raw = xr.open_zarr(cut, consolidated=False)
+    blank = raw.data.isnull().all(("channel", "frequency")).values
+    at = float(raw.time[np.argmax(blank)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plt.close(plot_window(raw, at, 0.5))
+    said = [str(w.message) for w in caught]
+    assert any("incomplete (2 of" in m for m in said), said
+    assert any("no finite value" in m and "channels 0, 1" in m for m in said), said
 
     code, out, err = run(capsys, *argv, "-o", cut)
     assert code == 0, err
@@ -321,24 +386,45 @@ def test_tfr_on_a_distributed_scheduler_with_progress(rec, tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
     local = tmp_path / "local.zarr"
     assert run(capsys, "tfr", rec, "--freqs", FREQS, "--zscore", "-o", local, "--quiet")[0] == 0
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         out = tmp_path / "cluster.zarr"
-        code, stdout, err = run(capsys, "tfr", rec, "--freqs", FREQS, "--zscore",
-                                "--scheduler", cluster.scheduler_address, "-o", out)
+        code, stdout, err = run(
+            capsys,
+            "tfr",
+            rec,
+            "--freqs",
+            FREQS,
+            "--zscore",
+            "--scheduler",
+            cluster.scheduler_address,
+            "-o",
+            out,
+        )
     assert code == 0, err
     assert f"on {cluster.scheduler_address}: 2 workers" in stdout
     # distributed's own bar, for the statistics pass and for every part written
     assert stdout.count("100% Completed") >= 1 + result_state(out)["xnwb_parts"]
-    np.testing.assert_allclose(open_result(out).data.values, open_result(local).data.values,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        open_result(out).data.values, open_result(local).data.values, rtol=1e-6
+    )
 
 
 def test_tfr_scheduler_not_reachable(rec, tmp_path, capsys):
     from tests.loopback import free_port
 
-    code, _, err = run(capsys, "tfr", rec, "--freqs", FREQS, "-o", tmp_path / "o.zarr",
-                       "--scheduler", f"tcp://127.0.0.1:{free_port()}")
+    code, _, err = run(
+        capsys,
+        "tfr",
+        rec,
+        "--freqs",
+        FREQS,
+        "-o",
+        tmp_path / "o.zarr",
+        "--scheduler",
+        f"tcp://127.0.0.1:{free_port()}",
+    )
     assert_one_line_error(code, err, "could not reach the dask scheduler")
 
 
@@ -376,27 +462,55 @@ def png_checks(path) -> None:
     dark = image.mean(axis=2) < 0.6
     assert dark.mean() > 0.01, "the picture is (nearly) blank"
     h, w = dark.shape
-    assert dark[int(0.93 * h):, int(0.3 * w):int(0.7 * w)].any(), "x-axis label clipped"
-    assert dark[int(0.3 * h):int(0.7 * h), : int(0.03 * w)].any(), "y-axis label clipped"
+    assert dark[int(0.93 * h) :, int(0.3 * w) : int(0.7 * w)].any(), "x-axis label clipped"
+    assert dark[int(0.3 * h) : int(0.7 * h), : int(0.03 * w)].any(), "y-axis label clipped"
 
 
 def test_plot_raw_tfr_and_zscore(rec, tmp_path, capsys):
     raw = tmp_path / "raw.png"
-    code, out, err = run(capsys, "plot", rec, "--start", "2", "--duration", "1.5",
-                         "--channels", "0,3", "-o", raw)
+    code, out, err = run(
+        capsys, "plot", rec, "--start", "2", "--duration", "1.5", "--channels", "0,3", "-o", raw
+    )
     assert code == 0, err
     assert "raw traces" in out and str(raw) in out
     png_checks(raw)
     live = tmp_path / "live.png"
-    code, out, err = run(capsys, "plot", rec, "--start", "2", "--duration", "2",
-                         "--channels", "0", "--freqs", FREQS, "--zscore", "-o", live)
+    code, out, err = run(
+        capsys,
+        "plot",
+        rec,
+        "--start",
+        "2",
+        "--duration",
+        "2",
+        "--channels",
+        "0",
+        "--freqs",
+        FREQS,
+        "--zscore",
+        "-o",
+        live,
+    )
     assert code == 0 and "z-scored power" in out, err
     png_checks(live)
     store = tmp_path / "p.zarr"
     assert run(capsys, "tfr", rec, "--freqs", FREQS, "-o", store, "--quiet")[0] == 0
     saved = tmp_path / "saved.png"
-    code, out, err = run(capsys, "plot", rec, "--tfr", store, "--start", "3",
-                         "--duration", "4", "--channels", "0,7", "-o", saved)
+    code, out, err = run(
+        capsys,
+        "plot",
+        rec,
+        "--tfr",
+        store,
+        "--start",
+        "3",
+        "--duration",
+        "4",
+        "--channels",
+        "0,7",
+        "-o",
+        saved,
+    )
     assert code == 0 and "saved power" in out, err
     png_checks(saved)
 
@@ -417,8 +531,9 @@ def test_plot_bad_input(rec, tmp_path, capsys, argv, status, words):
 
 
 def test_plot_tfr_missing_store(rec, tmp_path, capsys):
-    code, _, err = run(capsys, "plot", rec, "--tfr", tmp_path / "none.zarr", "-o",
-                       tmp_path / "f.png")
+    code, _, err = run(
+        capsys, "plot", rec, "--tfr", tmp_path / "none.zarr", "-o", tmp_path / "f.png"
+    )
     assert_one_line_error(code, err, "no result store", "xnwb tfr")
 
 
@@ -437,8 +552,18 @@ def burst_rows(out: str) -> dict[str, list[float]]:
 
 
 def test_demo_shows_the_bursts_where_they_were_put(tmp_path, capsys):
-    code, out, err = run(capsys, "demo", "--out", tmp_path, "--duration", "12",
-                         "--channels", "6", "--plot", "--quiet")
+    code, out, err = run(
+        capsys,
+        "demo",
+        "--out",
+        tmp_path,
+        "--duration",
+        "12",
+        "--channels",
+        "6",
+        "--plot",
+        "--quiet",
+    )
     assert code == 0, err
     rows = burst_rows(out)
     assert set(rows) == {"theta", "beta", "gamma"}
@@ -450,23 +575,26 @@ def test_demo_shows_the_bursts_where_they_were_put(tmp_path, capsys):
     for name in ("demo_raw.png", "demo_zscore.png"):
         assert str(tmp_path / name) in out
         png_checks(tmp_path / name)
-    code, again, _ = run(capsys, "demo", "--out", tmp_path, "--duration", "12",
-                         "--channels", "6", "--quiet")
+    code, again, _ = run(
+        capsys, "demo", "--out", tmp_path, "--duration", "12", "--channels", "6", "--quiet"
+    )
     assert code == 0 and "written earlier" in again and burst_rows(again) == rows
 
 
 @pytest.mark.parametrize("channels", [1, 2])
 def test_demo_with_one_or_two_channels(tmp_path, capsys, channels):
-    code, out, err = run(capsys, "demo", "--out", tmp_path, "--duration", "8",
-                         "--channels", channels, "--quiet")
+    code, out, err = run(
+        capsys, "demo", "--out", tmp_path, "--duration", "8", "--channels", channels, "--quiet"
+    )
     assert code == 0, err
     rows = burst_rows(out)
     assert len(rows) == 3 and all(r[0] > 1.0 for r in rows.values()), rows
 
 
 def test_demo_shortest_duration_works(tmp_path, capsys):
-    code, out, err = run(capsys, "demo", "--out", tmp_path, "--duration", "2.8",
-                         "--channels", "3", "--quiet")
+    code, out, err = run(
+        capsys, "demo", "--out", tmp_path, "--duration", "2.8", "--channels", "3", "--quiet"
+    )
     assert code == 0, err
     assert len(burst_rows(out)) == 3
 

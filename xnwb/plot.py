@@ -313,11 +313,45 @@ def plot_window(
             f"the window {start}–{start + duration} s holds no samples; make it longer than "
             "one sample period"
         )
+    _warn_blank(obj, window)
     if "frequency" in window.dims:
         return _plot_spectrogram(
             window, ax, note, share_scale=share_scale, vmin=vmin, vmax=vmax, cmap=cmap, **kwargs
         )
     return _plot_traces(window, ax, note, spacing=spacing, **kwargs)
+
+
+def _warn_blank(obj: xr.DataArray | xr.Dataset, window: xr.DataArray) -> None:
+    """Warn of what would draw blank: a half-written result store, channels with no values."""
+    if isinstance(obj, xr.Dataset) and obj.attrs.get("xnwb_complete") is False:
+        done, parts = len(obj.attrs.get("xnwb_parts_done", [])), obj.attrs.get("xnwb_parts", "?")
+        warnings.warn(
+            f"this result store is incomplete ({done} of {parts} parts written): parts not "
+            "written yet draw blank; run the same `xnwb tfr` command again to finish it",
+            UserWarning,
+            stacklevel=3,
+        )
+    values = np.asarray(window.values)
+    if values.size == 0 or values.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(values)
+    if "channel" in window.dims:
+        axes = tuple(a for a, d in enumerate(window.dims) if d != "channel")
+        empty = ~finite.any(axis=axes)
+        labels = [_plain(c) for c in np.asarray(window["channel"].values)[empty]]
+        more = f" and {len(labels) - 8} more" if len(labels) > 8 else ""
+        listed = ", ".join(map(str, labels[:8])) + more
+        which = f"channel{'s' * (len(labels) > 1)} {listed}"
+    else:
+        labels = [] if finite.any() else [_series_name(window)]
+        which = labels[0] if labels else ""
+    if labels:
+        warnings.warn(
+            f"no finite value in the window {float(window['time'][0]):g}–"
+            f"{float(window['time'][-1]):g} s for {which}: drawn blank",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # -- traces ---------------------------------------------------------------------------------
