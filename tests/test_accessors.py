@@ -366,6 +366,15 @@ def test_a_dataset_result_carries_the_rate_and_unit_of_its_data_not_of_the_input
     assert power.drop_vars("time").ephys.rate == RATE / 4  # was the input's rate
     z = power.ephys.zscore(progress=False)
     assert "unit" not in z.attrs and z.data.attrs["units"] == "1"
+    assert z.data.attrs["zscore_of"] == "power"  # was "value": the z-scores of a power output
+    # As a file's Dataset: the series' starting_time on the Dataset only, not on its data.
+    del ds["data"].attrs["starting_time"]
+    ds.attrs["starting_time"] = START - 1.0  # what the result's time axis says is what counts
+    late = ds.isel(time=slice(int(RATE), None)).ephys.morlet(FREQS, n_cycles=5.0, decim=4)
+    assert late.attrs["starting_time"] == float(late.time[0]) == START + 1.0
+    z = late.ephys.zscore(progress=False)
+    assert z.data.attrs["output"] == "power" and z.data.attrs["zscore_of"] == "power"
+    assert late.data.attrs["output"] == "complex"  # the transform's own stays as it was
 
 
 @pytest.mark.parametrize("time", ["range", "values"])

@@ -427,7 +427,12 @@ class EphysAccessor:
                 ) from None
         z = z.transpose(*da.dims)
         attrs = {k: v for k, v in da.attrs.items() if k not in ("unit", "units")}
-        attrs.update(units="1", zscore_of=stats.attrs.get("quantity", _stats.quantity(da)))
+        of = stats.attrs.get("quantity", _stats.quantity(da))
+        if of == "value" and da.attrs.get("output") in ("power", "amplitude"):
+            of = da.attrs["output"]  # a transform's real output: name what it is
+        if da.attrs.get("output") == "complex":
+            attrs["output"] = "power"  # the z-scores are of the coefficients' power, and real
+        attrs.update(units="1", zscore_of=of)
         if "baseline" in stats.attrs:
             attrs["zscore_baseline"] = stats.attrs["baseline"]
         return self._wrap(z.rename(da.name).assign_attrs(attrs))
@@ -500,6 +505,9 @@ class EphysAccessor:
         for key in _SERIES_ATTRS:
             if key in attrs and key in result.attrs:
                 attrs[key] = result.attrs[key]
+            elif key == "starting_time" and key in attrs and result.sizes.get("time"):
+                # NWB keeps it on the series (the Dataset); the result starts where its time does
+                attrs[key] = float(result["time"].values[0])
             elif key in attrs:
                 del attrs[key]
         return xr.Dataset({"data": result}, attrs=attrs)

@@ -151,7 +151,10 @@ def row_moments(
     (3.0, 14.0)
     """
     mu = rows.mean(axis=1)
-    dev = np.subtract(rows, mu[:, None], out=rows if deviations is None else deviations)
+    # inf - inf in a row holding infinities: its moments are NaN, which the statistics'
+    # degenerate-channel warning reports by name (numpy's own warning would say nothing more)
+    with np.errstate(invalid="ignore"):
+        dev = np.subtract(rows, mu[:, None], out=rows if deviations is None else deviations)
     mean[...] = mu
     m2[...] = np.einsum("ij,ij->i", dev, dev)
 
