@@ -108,3 +108,36 @@ def test_axes_on_different_grids_do_not_align_silently():
             a - b
     with pytest.raises(ValueError, match="different grids"):
         xr.align(a, shifted, join="outer")
+
+
+def test_nearest_agrees_with_pandas_before_after_and_between_samples(ds):
+    # xarray's RangeIndex sent a label before the start to the last samples (5.498 s -> the
+    # end of a 5.5 s .. 6.502 s series) and raised IndexError past the end.
+    ref = ds.drop_indexes("time").set_xindex("time")  # the same axis as a pandas index
+    rng = np.random.default_rng(0)
+    labels = np.concatenate(
+        [[-0.6, -0.5004, -0.5006, 9.4994, 9.4996, 9.51, 100.0, -1e9, 1.0005, 2.25],
+         rng.uniform(-1.0, 10.0, 200)]
+    )  # fmt: skip
+    got = ds.sel(time=labels, method="nearest").v.values
+    want = ref.sel(time=labels, method="nearest").v.values
+    np.testing.assert_array_equal(got, want)
+    for label in labels[:10]:
+        assert ds.sel(time=label, method="nearest").v.item() == ref.sel(
+            time=label, method="nearest"
+        ).v.item()
+    labelled = xr.DataArray(labels[:4], dims="pick")
+    assert ds.sel(time=labelled, method="nearest").v.dims == ("pick",)
+    assert ds.sel(time=-0.5004, method="nearest", tolerance=0.001).v.item() == 0
+    with pytest.raises(KeyError, match="within tolerance"):
+        ds.sel(time=-0.6, method="nearest", tolerance=0.001)
+    with pytest.raises(KeyError, match="NaN"):
+        ds.sel(time=np.nan, method="nearest")
+    with pytest.raises(KeyError, match="empty"):
+        ds.isel(time=slice(0, 0)).sel(time=1.0, method="nearest")
+
+
+def test_exact_labels_given_as_a_dataarray_keep_their_dims(ds):
+    picks = xr.DataArray([1.0, 2.0], dims="pick")
+    assert ds.sel(time=picks).v.dims == ("pick",)
+    assert ds.sel(time=picks).v.values.tolist() == [1500, 2500]

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
-from xarray import Variable
+from xarray import DataArray, Variable
 from xarray.core.indexing import IndexSelResult
 from xarray.indexes import RangeIndex
 from xarray.indexes.range_index import RangeCoordinateTransform
@@ -76,6 +76,9 @@ class TimeIndex(RangeIndex):
             return type(self)(result.transform)
         return result
 
+    def _times(self, positions: np.ndarray) -> np.ndarray:
+        return self.transform.forward({self.dim: positions})[self.coord_name]
+
     def _positions(self, labels: np.ndarray) -> np.ndarray:
         return (np.asarray(labels, dtype=np.float64) - self.start) / self.step
 
@@ -84,7 +87,7 @@ class TimeIndex(RangeIndex):
     ) -> IndexSelResult:
         label = labels[self.dim]
         if method == "nearest":
-            return super().sel(labels, method=method, tolerance=tolerance)
+            return self._nearest(label, tolerance)
         if method is not None:
             raise ValueError(
                 f"method={method!r} is not supported on the time axis; use method='nearest' "
@@ -93,7 +96,7 @@ class TimeIndex(RangeIndex):
         if isinstance(label, slice):
             return IndexSelResult({self.dim: self._label_slice(label)})
 
-        values = label.values if isinstance(label, Variable) else np.asarray(label)
+        values = label.values if isinstance(label, Variable | DataArray) else np.asarray(label)
         positions = self._positions(values)
         rounded = np.round(positions)
         ok = (
@@ -108,7 +111,39 @@ class TimeIndex(RangeIndex):
                 f"{self.start} + k/{self.rate:g} s; use method='nearest' or a slice"
             )
         idx = rounded.astype(np.int64)
-        if isinstance(label, Variable):
+        if isinstance(label, Variable | DataArray):  # labelled: the selection keeps its dims
+            return IndexSelResult({self.dim: Variable(label.dims, idx)})
+        return IndexSelResult({self.dim: idx if idx.ndim else int(idx)})
+
+    def _nearest(self, label: Any, tolerance: Any) -> IndexSelResult:
+        """The nearest sample to each label, as pandas: ties and labels past either end
+        go to the later or the end sample. (xarray's own RangeIndex wrapped a label before
+        the start around to the last samples, and failed for one past the end.)"""
+        if isinstance(label, slice):
+            raise NotImplementedError(
+                "method='nearest' takes labels, not a slice: a label slice already selects "
+                "the samples between its ends"
+            )
+        values = np.asarray(label.values if isinstance(label, Variable | DataArray) else label, np.float64)
+        if self.size == 0 or np.isnan(values).any():
+            raise KeyError(
+                f"time label(s) {values.reshape(-1)[:5].tolist()} have no nearest sample"
+                + (" (the axis is empty)" if self.size == 0 else " (NaN)")
+            )
+        # The samples either side, and the nearer by the times the coordinate shows (as
+        # pandas compares them: a tie in floating point goes to the later sample).
+        below = np.clip(np.floor(self._positions(values)), 0, self.size - 1).astype(np.int64)
+        above = np.minimum(below + 1, self.size - 1)
+        nearer_below = np.abs(values - self._times(below)) < np.abs(self._times(above) - values)
+        idx = np.where(nearer_below, below, above)
+        if tolerance is not None:
+            far = np.abs(values - (self.start + idx * self.step)) > float(tolerance)
+            if far.any():
+                raise KeyError(
+                    f"time label(s) {values.reshape(-1)[far.reshape(-1)][:5].tolist()} not "
+                    f"found within tolerance {float(tolerance):g} s"
+                )
+        if isinstance(label, Variable | DataArray):  # labelled: the selection keeps its dims
             return IndexSelResult({self.dim: Variable(label.dims, idx)})
         return IndexSelResult({self.dim: idx if idx.ndim else int(idx)})
 
