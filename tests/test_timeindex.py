@@ -123,9 +123,10 @@ def test_nearest_agrees_with_pandas_before_after_and_between_samples(ds):
     want = ref.sel(time=labels, method="nearest").v.values
     np.testing.assert_array_equal(got, want)
     for label in labels[:10]:
-        assert ds.sel(time=label, method="nearest").v.item() == ref.sel(
-            time=label, method="nearest"
-        ).v.item()
+        assert (
+            ds.sel(time=label, method="nearest").v.item()
+            == ref.sel(time=label, method="nearest").v.item()
+        )
     labelled = xr.DataArray(labels[:4], dims="pick")
     assert ds.sel(time=labelled, method="nearest").v.dims == ("pick",)
     assert ds.sel(time=-0.5004, method="nearest", tolerance=0.001).v.item() == 0

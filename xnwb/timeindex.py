@@ -124,7 +124,8 @@ class TimeIndex(RangeIndex):
                 "method='nearest' takes labels, not a slice: a label slice already selects "
                 "the samples between its ends"
             )
-        values = np.asarray(label.values if isinstance(label, Variable | DataArray) else label, np.float64)
+        labelled = isinstance(label, Variable | DataArray)
+        values = np.asarray(label.values if labelled else label, np.float64)
         if self.size == 0 or np.isnan(values).any():
             raise KeyError(
                 f"time label(s) {values.reshape(-1)[:5].tolist()} have no nearest sample"
@@ -204,7 +205,10 @@ class TimeIndex(RangeIndex):
             raise ValueError(f"join {how!r} is not one TimeIndex joins (inner, outer)")
         hi = max(lo, hi)
         return type(self).from_rate(
-            self.start + lo * self.step, self.rate, hi - lo, dim=self.dim,
+            self.start + lo * self.step,
+            self.rate,
+            hi - lo,
+            dim=self.dim,
             coord_name=self.coord_name,
         )
 
