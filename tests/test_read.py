@@ -38,8 +38,20 @@ def _axis_key(draw, size):
 
 
 @st.composite
-def outer_keys(draw):
-    return tuple(_axis_key(draw, s) for s in SHAPE)
+def outer_keys(draw, shape=SHAPE):
+    return tuple(_axis_key(draw, s) for s in shape)
+
+
+def _outer_expected(data: np.ndarray, key: tuple) -> np.ndarray:
+    """numpy's answer to an outer (orthogonal) selection: each axis indexed on its own."""
+    expected = data
+    for axis in reversed(range(len(key))):
+        k = key[axis]
+        expected = np.take(
+            expected, [k] if isinstance(k, int) else np.arange(data.shape[axis])[k], axis=axis
+        )
+    drop = tuple(i for i, k in enumerate(key) if isinstance(k, int))
+    return expected.squeeze(axis=drop) if drop else expected
 
 
 @settings(
@@ -48,15 +60,37 @@ def outer_keys(draw):
 @given(key=outer_keys())
 def test_outer_selection_matches_numpy(referenced, key):
     ref, source, data = referenced
-    expected = data
-    for axis in reversed(range(len(key))):
-        k = key[axis]
-        expected = np.take(
-            expected, [k] if isinstance(k, int) else np.arange(SHAPE[axis])[k], axis=axis
-        )
-    drop = tuple(i for i, k in enumerate(key) if isinstance(k, int))
-    expected = expected.squeeze(axis=drop) if drop else expected
-    np.testing.assert_array_equal(read_selection(ref, source, key), expected)
+    np.testing.assert_array_equal(read_selection(ref, source, key), _outer_expected(data, key))
+
+
+SHAPE_3D = (40, 7, 41)  # (time, channel, sample), as a SpikeEventSeries
+
+
+@pytest.fixture(scope="module")
+def referenced_3d(tmp_path_factory):
+    data = np.random.default_rng(2).integers(-999, 999, SHAPE_3D).astype("i2")
+    path = tmp_path_factory.mktemp("read3d") / "r.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(16, 3, 8), compression="gzip", shuffle=True)
+    refs = xnwb.build_index(path)
+    return refs.arrays["x"], ByteSource(str(path)), data
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=outer_keys(SHAPE_3D))
+def test_outer_selection_of_3d_shuffled_data_matches_numpy(referenced_3d, key):
+    # A channel list between two slices once came back transposed (or raised a shape
+    # mismatch): the byte-plane copy added its plane index beside the list.
+    ref, source, data = referenced_3d
+    np.testing.assert_array_equal(read_selection(ref, source, key), _outer_expected(data, key))
+
+
+def test_channel_list_of_3d_shuffled_data(referenced_3d):
+    ref, source, data = referenced_3d
+    got = read_selection(ref, source, (slice(0, 2), np.array([3, 5]), slice(None)))
+    np.testing.assert_array_equal(got, data[0:2][:, [3, 5], :])
 
 
 def test_out_of_bounds_array_index(referenced):
@@ -81,8 +115,11 @@ PIPELINES = {
 }
 
 
-@pytest.fixture(scope="module", params=[(p, d) for p in PIPELINES for d in ("i2", "f8", ">i4")],
-                ids=lambda pd: f"{pd[0]}-{pd[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(p, d) for p in PIPELINES for d in ("i2", "f8", ">i4")],
+    ids=lambda pd: f"{pd[0]}-{pd[1]}",
+)
 def narrow_chunks(request, tmp_path_factory):
     """Narrow chunks (many per grid row: the one-copy-per-row path), a ragged last column
     of chunks, and chunks never written (read as the fill value -7)."""
@@ -91,8 +128,9 @@ def narrow_chunks(request, tmp_path_factory):
     data = np.random.default_rng(3).integers(-999, 999, shape).astype(dtype)
     path = tmp_path_factory.mktemp("narrow") / "n.h5"
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset("x", shape=shape, dtype=dtype, chunks=chunks, fillvalue=-7,
-                              **PIPELINES[pipeline])
+        ds = f.create_dataset(
+            "x", shape=shape, dtype=dtype, chunks=chunks, fillvalue=-7, **PIPELINES[pipeline]
+        )
         ds[:400] = data[:400]
         ds[500:, :10] = data[500:, :10]  # rows 400-499 and 500+ x 10+ are never written
     expected = np.full(shape, -7, dtype)
@@ -102,10 +140,10 @@ def narrow_chunks(request, tmp_path_factory):
     return refs.arrays["x"], ByteSource(str(path)), expected
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(r0=st.integers(0, 700), r1=st.integers(0, 700), c0=st.integers(0, 23),
-       c1=st.integers(0, 23))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(r0=st.integers(0, 700), r1=st.integers(0, 700), c0=st.integers(0, 23), c1=st.integers(0, 23))
 def test_narrow_chunk_slabs_match_h5py(narrow_chunks, r0, r1, c0, c1):
     ref, source, expected = narrow_chunks
     got = read_selection(ref, source, (slice(r0, r1), slice(c0, c1)))
@@ -126,8 +164,13 @@ def test_narrow_chunk_slabs_in_threads_and_batches(narrow_chunks, monkeypatch):
 def test_corrupt_narrow_chunk_is_named(tmp_path):
     path = tmp_path / "c.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("x", data=np.arange(40_000, dtype="i4").reshape(4000, 10),
-                         chunks=(100, 2), compression="gzip", shuffle=True)
+        f.create_dataset(
+            "x",
+            data=np.arange(40_000, dtype="i4").reshape(4000, 10),
+            chunks=(100, 2),
+            compression="gzip",
+            shuffle=True,
+        )
     ref = xnwb.build_index(path).arrays["x"]
     offset = int(ref.offsets[2, 3])
     with open(path, "r+b") as f:  # garble chunk (2, 3)'s deflate stream
