@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import re
 
 import numpy as np
@@ -59,12 +60,16 @@ class FaultyServer(RangeServer):
         self.validators = True
         self.retry_after: tuple[int, str] | None = None
         self.fail_at: int | None = None
+        self.constant_etag: str | None = None
 
     async def _reply(self, request, ex, status, headers, body, fault=None, head_length=None):
         if not self.validators:
             headers = CIMultiDict(
                 (k, v) for k, v in headers.items() if k not in ("ETag", "Last-Modified")
             )
+        elif self.constant_etag is not None and "ETag" in headers:
+            headers = CIMultiDict(headers)
+            headers["ETag"] = self.constant_etag
         return await super()._reply(request, ex, status, headers, body, fault, head_length)
 
     async def _serve(self, request, ex):
@@ -104,7 +109,10 @@ class FaultyServer(RangeServer):
                 content_range = f"bytes {start + 2}-{stop + 1}/{size}"
         if mode == "wrong_total":
             content_range = f"bytes {start}-{stop - 1}/{size + 10}"
-        headers = CIMultiDict({"Content-Range": content_range, "ETag": self.etag(file)})
+        modified = email.utils.formatdate(file.stat().st_mtime, usegmt=True)
+        headers = CIMultiDict(
+            {"Content-Range": content_range, "ETag": self.etag(file), "Last-Modified": modified}
+        )
         if mode == "stall_body":
             from aiohttp import web
 
@@ -354,6 +362,27 @@ def test_replaced_object_new_etag_without_if_match_support(server, recording, tm
     server.put("rec.nwb", other)  # a new version (new ETag), even with identical bytes
     with pytest.raises(SourceChangedError, match="ETag"):
         ds.data[2000:3000].values
+
+
+def test_a_constant_etag_does_not_hide_a_new_last_modified(server, recording, tmp_path):
+    # Some servers send one ETag for every version of an object; its Last-Modified still
+    # moves. Both validators count, for an open Dataset and for the cached index.
+    path, data = recording
+    server.constant_etag = '"same-for-every-version"'
+    url = server.put("rec.nwb", path)
+    ds = _open(url, tmp_path)
+    np.testing.assert_array_equal(ds.data[:1000].values, data[:1000])
+    later = tmp_path / "same-size-later.nwb"
+    later.write_bytes(open(path, "rb").read())
+    server.put("rec.nwb", later)
+    served = server.path("rec.nwb")
+    bumped = served.stat().st_mtime_ns + 5_000_000_000  # Last-Modified counts whole seconds
+    os.utime(served, ns=(bumped, bumped))
+    with pytest.raises(SourceChangedError, match="Last-Modified"):
+        ds.data[2000:3000].values
+    again = _open(url, tmp_path)
+    assert again.encoding["xnwb_open"]["index_cached"] is False  # the entry was another version's
+    np.testing.assert_array_equal(again.data[:1000].values, data[:1000])
 
 
 def test_replaced_object_without_validators_is_caught_by_its_size(

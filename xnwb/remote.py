@@ -711,7 +711,8 @@ def _probed_identity(size: int, headers: Any) -> dict[str, Any]:
         "size": size,
         "etag": etag,
         "last_modified": modified,
-        "tag": etag or modified,
+        # both validators, when both are sent, so a cached index notices either moving
+        "tag": f"{etag} {modified}" if etag and modified else etag or modified,
     }
 
 
