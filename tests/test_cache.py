@@ -12,6 +12,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import xarray as xr
@@ -492,3 +493,25 @@ def test_cached_reopen_where_the_server_refuses_several_ranges_with_416(tmp_path
         assert again.encoding["xnwb_open"]["index_cached"] is True
         assert again.encoding["xnwb_open"]["requests"] == 2  # the two ends, in flight together
         np.testing.assert_array_equal(again.data.values, data1)
+
+
+def test_an_empty_2d_array_is_cached(tmp_path):
+    # Its (0, 1) offset arrays made the entry's digest fail (memoryview casts refuse zero
+    # sizes), and so the whole open of any file holding one, where the index is cached.
+    path = tmp_path / "empty.nwb"
+    with h5py.File(path, "w") as f:
+        f.attrs["nwb_version"] = "2.7.0"
+        g = f.create_group("acquisition/ES")
+        g.attrs["neurodata_type"] = "ElectricalSeries"
+        g.create_dataset("data", data=np.arange(40_000, dtype="i2").reshape(20_000, 2),
+                         chunks=(2, 2))  # fmt: skip
+        g.create_dataset("starting_time", data=0.0).attrs["rate"] = 1000.0
+        e = f.create_group("acquisition/empty")
+        e.attrs["neurodata_type"] = "TimeSeries"
+        e.create_dataset("data", shape=(0, 3), dtype="f4", maxshape=(None, 3), chunks=(1, 3))
+        e.create_dataset("starting_time", data=0.0).attrs["rate"] = 1.0
+    for _ in range(2):  # written, then read back
+        ds = xr.open_dataset(path, engine="nwbzarr", group="acquisition/ES", lazy_index=False,
+                             index_cache=tmp_path / "cache")  # fmt: skip
+        np.testing.assert_array_equal(ds.data.values[:3], [[0, 1], [2, 3], [4, 5]])
+    assert ds.encoding["xnwb_open"]["index_cached"] is True

@@ -58,8 +58,9 @@ class ReferenceBackendArray(BackendArray):
         scale = self.channel_scale[channel_key]
         if np.ndim(scale) == 0:
             return values * float(scale)
-        # The channel axis is the last one left once any integer time index dropped axis 0.
-        axis = 1 if values.ndim == 2 else 0
+        # The stored channel axis is 1; an integer time index drops axis 0 before it. (Not
+        # "the last axis": a (time, channel, sample) series has one after it.)
+        axis = 0 if isinstance(key[0], int | np.integer) else 1
         shape = [1] * values.ndim
         shape[axis] = scale.size
         return values * scale.reshape(shape)

@@ -187,7 +187,7 @@ def _digest(members: dict[str, np.ndarray]) -> str:
     for name in sorted(members):
         arr = np.ascontiguousarray(members[name])
         digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        digest.update(memoryview(arr).cast("B"))
+        digest.update(arr.reshape(-1).view(np.uint8))  # (memoryview casts refuse (0, 1))
     return digest.hexdigest()
 
 

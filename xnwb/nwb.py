@@ -609,6 +609,13 @@ def series_dataset(
     )
     if data_ref.stored_chunks is not None:
         variable.encoding["hdf5_chunks"] = tuple(data_ref.stored_chunks)
+    if backend.channel_scale is not None:
+        # The values hold channel_conversion too, which one scale_factor cannot undo:
+        # xarray's writers would store (v - offset) / conversion as integers (zeros for a
+        # 5e-8 gain). They are saved as the float64 they are.
+        variable.encoding["dtype"] = np.dtype(np.float64)
+        for key in ("scale_factor", "add_offset", "_FillValue", "missing_value"):
+            variable.encoding.pop(key, None)
 
     ds = xr.Dataset({"data": variable}, coords=coords, attrs=attrs)
     if external:
