@@ -261,3 +261,18 @@ def test_engine_registers_accessors_without_importing_xnwb(nwb_writer):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["EphysAccessor", "EphysAccessor", "True"]
+
+
+@pytest.mark.parametrize(
+    "decoder",
+    [dict(decode_times=False), dict(decode_times=True), dict(decode_coords="all"),
+     dict(use_cftime=False), dict(decode_timedelta=False), dict(concat_characters=True)],
+)  # fmt: skip
+def test_xarray_decoder_keywords_are_accepted(nwb_writer, decoder):
+    # xarray hands on every decoder a user sets; they were a TypeError here.
+    data = np.arange(2000, dtype=np.int16).reshape(1000, 2)
+    path = nwb_writer([dict(name="ElectricalSeries", data=data, rate=1000.0, region=range(2))])
+    plain = xr.open_dataset(path, engine="nwbzarr")
+    xr.testing.assert_identical(xr.open_dataset(path, engine="nwbzarr", **decoder), plain)
+    tree = xr.open_datatree(path, engine="nwbzarr", **decoder)
+    assert tree["acquisition/ElectricalSeries"].dataset.sizes["time"] == 1000

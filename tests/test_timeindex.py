@@ -142,3 +142,15 @@ def test_exact_labels_given_as_a_dataarray_keep_their_dims(ds):
     picks = xr.DataArray([1.0, 2.0], dims="pick")
     assert ds.sel(time=picks).v.dims == ("pick",)
     assert ds.sel(time=picks).v.values.tolist() == [1500, 2500]
+
+
+def test_label_slices_with_a_negative_step_go_backwards_as_pandas(ds):
+    ref = ds.drop_indexes("time").set_xindex("time")
+    rev = ref.isel(time=slice(None, None, -1))  # pandas needs a decreasing index for these
+    for key in (slice(1.01, 1.0, -1), slice(1.0, None, -2), slice(None, 1.0, -1),
+                slice(9.6, 9.0, -3), slice(-0.6, -0.7, -1), slice(1.0, 1.01, -1)):  # fmt: skip
+        got = ds.sel(time=key).v.values
+        want = rev.sel(time=slice(key.start, key.stop)).v.values[:: -key.step]
+        np.testing.assert_array_equal(got, want, err_msg=str(key))
+    with pytest.raises(ValueError, match="zero"):
+        ds.sel(time=slice(1.0, 2.0, 0))

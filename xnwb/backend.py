@@ -62,7 +62,22 @@ _SHARED_PARAMETERS = """\
             the B-tree nodes over it, and the full index is completed in a background
             thread after the first read (then cached). ``False`` lists every chunk before
             returning, as a whole pass or a distributed run may prefer.
+        decode_times : bool, optional
+            Accepted for xarray's sake (it passes its decoders on); times are NWB's seconds
+            (from the session start) either way, never datetimes.
+        decode_timedelta : bool, optional
+            Accepted and ignored, as ``decode_times``.
+        decode_coords : bool or str, optional
+            Accepted and ignored: coordinates come from the NWB electrodes table.
+        use_cftime : bool, optional
+            Accepted and ignored, as ``decode_times``.
+        concat_characters : bool, optional
+            Accepted and ignored: NWB text is read as Python strings.
 """
+
+_XARRAY_DECODERS = (
+    "decode_times", "decode_timedelta", "decode_coords", "use_cftime", "concat_characters",
+)  # fmt: skip
 
 
 def _shared_parameters(method: Any) -> Any:
@@ -132,6 +147,7 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         "allowed_sources",
         "max_chunk_bytes",
         "lazy_index",
+        *_XARRAY_DECODERS,
     )
 
     @_shared_parameters
@@ -148,6 +164,11 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         lazy_index: bool = True,
+        decode_times: bool | None = None,
+        decode_timedelta: bool | None = None,
+        decode_coords: bool | str | None = None,
+        use_cftime: bool | None = None,
+        concat_characters: bool | None = None,
     ) -> xr.Dataset:
         """Open one NWB time series as a Dataset (``xr.open_dataset(..., engine="nwbzarr")``).
 
@@ -216,6 +237,11 @@ class NWBZarrBackendEntrypoint(BackendEntrypoint):
         allowed_sources: Iterable[str] = (),
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         lazy_index: bool = True,
+        decode_times: bool | None = None,
+        decode_timedelta: bool | None = None,
+        decode_coords: bool | str | None = None,
+        use_cftime: bool | None = None,
+        concat_characters: bool | None = None,
     ) -> xr.DataTree:
         """Open every time series of an NWB file as a DataTree (``xr.open_datatree``).
 

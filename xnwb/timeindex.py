@@ -154,6 +154,21 @@ class TimeIndex(RangeIndex):
             raise ValueError(
                 f"a time slice's step is a number of samples (an integer), got {label.step!r}"
             )
+        if label.step == 0:
+            raise ValueError("a time slice's step cannot be zero")
+        if label.step is not None and label.step < 0:
+            # Backwards, as pandas: from the last sample at or before start down to the
+            # first at or after stop (slice(6.01, 6.0, -1) holds 6.01 ... 6.0).
+            high = self.size - 1
+            if label.start is not None:
+                high = int(np.floor(self._positions(label.start) + _LABEL_TOLERANCE))
+            low = 0
+            if label.stop is not None:
+                low = int(np.ceil(self._positions(label.stop) - _LABEL_TOLERANCE))
+            high, low = min(high, self.size - 1), max(low, 0)
+            if high < low:
+                return slice(0, 0)
+            return slice(high, low - 1 if low > 0 else None, label.step)
         first = 0
         if label.start is not None:
             first = int(np.ceil(self._positions(label.start) - _LABEL_TOLERANCE))
